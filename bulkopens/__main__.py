@@ -1,0 +1,8 @@
+"""``python -m bulkopens``: the same as the ``bulkopens`` command."""
+
+from __future__ import annotations
+
+from bulkopens._cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
