@@ -1,5 +1,420 @@
+"""The command line: ``bulkopens fetch``, ``bulkopens demo`` and ``bulkopens simulate``.
+
+A thin client of the library. Library errors become exit codes here and only here.
+"""
+
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, NoReturn
 
-def main(argv: list[str] | None = None) -> int:
-    return 0
+import anyio
+
+from bulkopens import __version__
+from bulkopens._artifacts import Summary
+from bulkopens._client import Client
+from bulkopens._config import DEFAULT_BASE_URL, DEFAULT_RATE, MAX_PAGE_SIZE, normalise_since
+from bulkopens._exceptions import (
+    AuthenticationError,
+    BulkOpensError,
+    ConfigurationError,
+    QuotaExhausted,
+    RunStopped,
+)
+from bulkopens._input import ContactSource
+from bulkopens._progress import ProgressReporter, describe
+from bulkopens._redact import Redactor
+from bulkopens._reports import REPORTS
+
+EXIT_OK = 0
+EXIT_FAILED_CONTACTS = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_QUOTA = 4
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+FETCH_EXAMPLES = """\
+examples:
+  export CTCT_API_KEY=... CTCT_ACCESS_TOKEN=...
+  bulkopens fetch --contacts contacts.txt --out opens/
+  bulkopens fetch --contacts export.csv --out opens/ --since 2024-01-01
+  cut -d, -f1 ids.csv | bulkopens fetch --contacts - --out opens/ --rate 10   # partner key
+  bulkopens fetch --contacts contacts.txt --out opens/ --incremental          # daily sync
+
+Run the same command again on the same --out to resume: every record is written once.
+
+exit codes:
+  0    every contact done
+  1    done, and some contacts are in errors.ndjson
+  2    usage or configuration error; nothing fetched
+  3    authentication failed; the run stopped and can be resumed
+  4    the daily quota is exhausted; resume after 00:00 UTC
+  130  interrupted (Ctrl-C, SIGTERM); the run can be resumed
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _page_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_PAGE_SIZE}: {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
+    return value
+
+
+def _since(text: str) -> str:
+    try:
+        result = normalise_since(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--since ")) from None
+    assert result is not None
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bulkopens",
+        description="Export Constant Contact email-tracking reports (who opened what, when) "
+        "for many contacts, as fast as the API's rate limit allows, exactly once, to NDJSON.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulkopens {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="fetch the reports of the contacts in a file (the batch job)",
+        description="Fetch one tracking report for every contact id in --contacts and write "
+        "every record exactly once to NDJSON files in --out. Resumable: run it again.",
+        epilog=FETCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_fetch_arguments(fetch)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the real fetch against a built-in simulated account (no key needed)",
+        description="Start the simulator on a free local port with ~2,000 seeded contacts, "
+        "some faults and throttles, and run the real fetch against it with live progress.",
+    )
+    demo.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    demo.add_argument("--contacts", type=_positive_int, default=2000, help="simulated contacts")
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default: 7)")
+    demo.add_argument("--quiet", action="store_true", help="no progress display")
+
+    from bulkopens.simulator import _cli as simulator_cli
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="serve the built-in Constant Contact API simulator on a local port",
+        description="Serve a faithful, seeded simulation of the Constant Contact v2 tracking "
+        "API, with rate limits and fault injection, for demos, tests and benchmarks.",
+    )
+    simulator_cli.add_arguments(simulate)
+    return parser
+
+
+def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
+    what = fetch.add_argument_group("what to fetch")
+    what.add_argument(
+        "--contacts",
+        required=True,
+        metavar="PATH",
+        help="one contact id per line (- for stdin); blank and # lines are ignored; "
+        "or a CSV whose header has a contact_id or id column",
+    )
+    what.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    what.add_argument(
+        "--report",
+        choices=sorted(REPORTS),
+        default="opens",
+        help="which contact tracking report (default: opens)",
+    )
+    what.add_argument(
+        "--since",
+        type=_since,
+        metavar="ISO8601",
+        help="only activity on or after this instant (sent as created_since, in UTC)",
+    )
+    what.add_argument(
+        "--incremental",
+        action="store_true",
+        help="after a complete run: fetch only activity newer than what --out already holds, "
+        "into new files listed in manifest.json",
+    )
+    what.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also retry contacts that failed for good (404) in this run",
+    )
+    what.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the state and files of earlier runs in --out and start over",
+    )
+
+    api = fetch.add_argument_group("API access")
+    api.add_argument(
+        "--api-key", metavar="KEY", help="API key, sent as api_key (default: $CTCT_API_KEY)"
+    )
+    api.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="access token, sent as Authorization: Bearer (default: $CTCT_ACCESS_TOKEN)",
+    )
+    api.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"API base URL (default: $CTCT_BASE_URL or {DEFAULT_BASE_URL})",
+    )
+
+    speed = fetch.add_argument_group("speed and retries")
+    speed.add_argument(
+        "--rate",
+        type=_rate,
+        default=DEFAULT_RATE,
+        metavar="R",
+        help="requests per second for the whole run (default: 4, a standard key; "
+        "10 for a partner key; 0 = no limit, for simulators only)",
+    )
+    speed.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="requests in flight at most (default: enough to keep --rate busy)",
+    )
+    speed.add_argument(
+        "--page-size",
+        type=_page_size,
+        default=MAX_PAGE_SIZE,
+        metavar="N",
+        help="records per page, sent as limit, 1..500 (default: 500)",
+    )
+    speed.add_argument(
+        "--max-retries",
+        type=int,
+        default=6,
+        metavar="N",
+        help="retries per request after a 5xx, reset or timeout (default: 6)",
+    )
+
+    output = fetch.add_argument_group("output")
+    output.add_argument(
+        "--quiet", action="store_true", help="no progress display, no log lines, no summary"
+    )
+    output.add_argument(
+        "--log-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between progress log lines when stderr is not a terminal (default: 10)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "simulate":
+            from bulkopens.simulator import _cli as simulator_cli
+
+            return simulator_cli.run(args)
+        if args.command == "demo":
+            from bulkopens._demo import run_demo
+
+            code: int = run_demo(args)
+            return code
+        return run_fetch(args)
+    except KeyboardInterrupt:
+        print("bulkopens: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _secret(flag: str | None, env: str) -> str:
+    value = flag if flag is not None else os.environ.get(env, "")
+    return value.strip()
+
+
+def build_fetch_namespace(**values: Any) -> argparse.Namespace:
+    """The arguments of ``bulkopens fetch`` with its defaults, overridden by ``values``."""
+    parser = _Parser(prog="bulkopens fetch")
+    add_fetch_arguments(parser)
+    args = parser.parse_args(["--contacts", "-", "--out", "-"])
+    for name, value in values.items():
+        setattr(args, name, value)
+    return args
+
+
+def run_fetch(
+    args: argparse.Namespace,
+    *,
+    banner: str | None = None,
+    around: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+) -> int:
+    """``bulkopens fetch``: the batch job. Returns the exit code."""
+    api_key = _secret(args.api_key, "CTCT_API_KEY")
+    token = _secret(args.token, "CTCT_ACCESS_TOKEN")
+    redact = Redactor(api_key, token)
+    try:
+        client = Client(
+            api_key,
+            token,
+            base_url=args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            page_size=args.page_size,
+            max_retries=max(0, args.max_retries),
+            on_progress=None
+            if args.quiet
+            else ProgressReporter(live=sys.stderr.isatty(), log_every=args.log_interval),
+        )
+        source = ContactSource(args.contacts)
+        source.check()
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, redact(str(exc)))
+    if banner and not args.quiet:
+        print(banner, file=sys.stderr)
+    try:
+        summary = anyio.run(_fetch, client, source, args, around)
+    except KeyboardInterrupt:
+        print("bulkopens: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RunStopped as exc:
+        return _stopped(exc, redact, args.quiet)
+    except BulkOpensError as exc:
+        return _fail(EXIT_INTERNAL, redact(f"unexpected error: {exc}"))
+    except Exception as exc:
+        return _fail(EXIT_INTERNAL, redact(f"internal error: {type(exc).__name__}: {exc}"))
+    finally:
+        source.close()
+    if summary is None:
+        print(
+            "bulkopens: interrupted; committed what was written. Run the same command "
+            "again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        print(describe(summary), file=sys.stderr)
+    totals = summary.totals
+    failed = totals.get("failed", 0) + totals.get("failed_for_good", 0) + totals.get("invalid", 0)
+    return EXIT_FAILED_CONTACTS if failed else EXIT_OK
+
+
+async def _fetch(
+    client: Client,
+    source: ContactSource,
+    args: argparse.Namespace,
+    around: Callable[[], AbstractAsyncContextManager[object]] | None,
+) -> Summary | None:
+    """Run the export; the first SIGINT/SIGTERM stops it cleanly, a second one exits at once.
+
+    ``around`` (the demo's simulator) is entered first and left last.
+    """
+    result: list[Summary] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if around is not None:
+            await stack.enter_async_context(around())
+        try:
+            await _export(client, source, args, result)
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
+    return result[0] if result else None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most telling error of a group: a run-stopping one if there is one."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    return next((e for e in leaves if isinstance(e, RunStopped)), leaves[0])
+
+
+async def _export(
+    client: Client, source: ContactSource, args: argparse.Namespace, result: list[Summary]
+) -> None:
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as export_scope:
+            tg.start_soon(_watch_signals, export_scope, args.quiet)
+            async with client:
+                result.append(
+                    await client.export(
+                        source,
+                        args.out,
+                        report=args.report,
+                        since=args.since,
+                        incremental=args.incremental,
+                        retry_failed=args.retry_failed,
+                        fresh=args.fresh,
+                        contacts_total=source.total,
+                    )
+                )
+        tg.cancel_scope.cancel()
+
+
+async def _watch_signals(scope: anyio.CancelScope, quiet: bool) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if scope.cancel_called:
+                os._exit(EXIT_INTERRUPTED)  # second signal: at once; the commit point keeps us safe
+            print(
+                "\nbulkopens: stopping; committing what is written (again to quit at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+            scope.cancel()
+
+
+def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
+    summary: Any = getattr(exc, "summary", None)
+    if summary is not None and not quiet:
+        print(describe(summary), file=sys.stderr)
+    if isinstance(exc, QuotaExhausted):
+        return _fail(EXIT_QUOTA, redact(str(exc)) + "; run the same command again after the reset")
+    if isinstance(exc, AuthenticationError):
+        return _fail(EXIT_AUTH, redact(str(exc)) + "; fix it and run the same command to resume")
+    return _fail(EXIT_USAGE, redact(str(exc)))
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"bulkopens: error: {message}", file=sys.stderr)
+    return code

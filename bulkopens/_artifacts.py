@@ -1,0 +1,90 @@
+"""The files a run leaves beside the records: summary.json, errors.ndjson and manifest.json.
+
+All three are views of the committed state, rewritten whole and atomically (temp file, fsync,
+rename) at the end of every attempt, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bulkopens._reports import REPORTS
+from bulkopens._state import STATE_DIR, Store
+
+SUMMARY = "summary.json"
+ERRORS = "errors.ndjson"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What one run (one call of export, or one iteration) did."""
+
+    status: (
+        str  # complete | incomplete | interrupted | quota_exhausted | auth_failed | config_error
+    )
+    report: str
+    contacts_done: int
+    contacts_failed: int
+    contacts_skipped: int
+    contacts_invalid: int
+    duplicates: int
+    records: int
+    pages: int
+    requests: int
+    retries: int
+    throttles: int
+    responses: dict[int, int]
+    elapsed_seconds: float
+    out_dir: str | None = None
+    run: int | None = None
+    attempt: int | None = None
+    files: list[str] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)  # the whole run, across attempts
+    error: str | None = None
+    quota_resets_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["responses"] = {str(k): v for k, v in sorted(self.responses.items())}
+        return data
+
+
+def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_artifacts(out: Path, store: Store, summary: Summary) -> None:
+    """Rewrite errors.ndjson, manifest.json and summary.json from the committed state."""
+    _atomic_write(
+        out / ERRORS,
+        (orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in store.failures()),
+    )
+    manifest = {"report": summary.report, "runs": store.runs()}
+    _atomic_write(out / MANIFEST, [orjson.dumps(manifest, option=orjson.OPT_INDENT_2)])
+    _atomic_write(out / SUMMARY, [orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)])
+
+
+def remove_outputs(out: Path) -> None:
+    """``--fresh``: delete what earlier runs left in ``out`` (only bulkopens' own files)."""
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    ours = re.compile(rf"(?:{'|'.join(REPORTS)})-\d{{5,}}\.ndjson")
+    for path in out.glob("*.ndjson"):
+        if path.name == ERRORS or ours.fullmatch(path.name):
+            path.unlink()
+    for name in (SUMMARY, MANIFEST):
+        (out / name).unlink(missing_ok=True)

@@ -1,0 +1,401 @@
+"""The library API: an async context-managed client with an iterator and an export call."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import anyio
+from anyio.abc import TaskGroup
+
+from bulkopens._artifacts import Summary, remove_outputs, write_artifacts
+from bulkopens._config import DEFAULT_BASE_URL, DEFAULT_RATE, Settings
+from bulkopens._exceptions import (
+    AuthenticationError,
+    BulkOpensError,
+    ConfigurationError,
+    QuotaExhausted,
+    RunStopped,
+)
+from bulkopens._files import RecordFiles
+from bulkopens._http import new_session
+from bulkopens._pipeline import IdSource, ProgressHook, RunOptions, run_pipeline
+from bulkopens._ratelimit import Pacer
+from bulkopens._state import AsyncStore, Store
+from bulkopens._stats import Stats
+from bulkopens._writer import FileSink, StreamSink
+
+_STATUS_BY_ERROR: list[tuple[type[RunStopped], str]] = [
+    (QuotaExhausted, "quota_exhausted"),
+    (AuthenticationError, "auth_failed"),
+    (ConfigurationError, "config_error"),
+]
+
+
+class Client:
+    """Fetches Constant Contact tracking reports for many contacts, as fast as the limit allows.
+
+    Use it as ``async with Client(api_key, token) as client:``. One pacer is shared by every
+    call made through the same client, so concurrent calls never exceed ``rate`` together.
+    Pass your own ``session`` to use its proxies, tracing or TLS settings; it is not closed.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        rate: float = DEFAULT_RATE,
+        concurrency: int | None = None,
+        page_size: int = 500,
+        max_retries: int = 6,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        session: aiohttp.ClientSession | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> None:
+        self._settings = Settings(
+            api_key=api_key,
+            token=token,
+            base_url=base_url,
+            rate=rate,
+            concurrency=concurrency,
+            page_size=page_size,
+            max_retries=max_retries,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self._own_session = session is None
+        self._session = session
+        self._on_progress = on_progress
+        self._pacer: Pacer | None = None
+        self._tg: TaskGroup | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    async def __aenter__(self) -> Self:
+        s = self._settings
+        self._pacer = Pacer(s.rate)  # made here, inside the running loop, never at import
+        if self._session is None:
+            self._session = new_session(s.workers, s.connect_timeout, s.read_timeout)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg, self._tg = self._tg, None
+        try:
+            if tg is not None:
+                tg.cancel_scope.cancel()  # iterators the caller left open
+                await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._own_session and self._session is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._session.close()
+                self._session = None
+        return None
+
+    def _started(self) -> tuple[aiohttp.ClientSession, Pacer, TaskGroup]:
+        if self._session is None or self._pacer is None or self._tg is None:
+            raise RuntimeError("use the client as `async with Client(...) as client:`")
+        return self._session, self._pacer, self._tg
+
+    def records(
+        self,
+        contact_ids: IdSource,
+        *,
+        report: str = "opens",
+        since: str | None = None,
+        buffer: int = 1000,
+    ) -> RecordStream:
+        """Every record of ``report`` for ``contact_ids``, as an async iterator of dicts.
+
+        Fetching runs ahead of the consumer by at most ``buffer`` records: a slow consumer
+        slows the fetching. Per-contact failures are collected in ``stream.failures``; a
+        run-stopping error (auth, quota, configuration) is raised from the iteration.
+        Duplicated ids are fetched once, invalid ones are reported and never sent.
+        """
+        settings = dataclasses.replace(self._settings, report=report, since=since)
+        return RecordStream(self, settings, contact_ids, buffer)
+
+    async def export(
+        self,
+        contact_ids: IdSource,
+        out_dir: str | os.PathLike[str],
+        *,
+        report: str = "opens",
+        since: str | None = None,
+        incremental: bool = False,
+        retry_failed: bool = False,
+        fresh: bool = False,
+        contacts_total: int | None = None,
+        max_file_bytes: int | None = None,
+        durable: bool = True,
+    ) -> Summary:
+        """Write every record of ``report`` for ``contact_ids`` to NDJSON files in ``out_dir``.
+
+        Exactly once, across crashes: run it again on the same ``out_dir`` and it resumes.
+        Returns the summary; raises QuotaExhausted, AuthenticationError or ConfigurationError
+        (each with ``.summary``) after committing what was fetched. Cancellation commits too.
+        """
+        session, pacer, _ = self._started()
+        settings = dataclasses.replace(
+            self._settings,
+            report=report,
+            since=since,
+            durable=durable,
+            max_file_bytes=max_file_bytes or self._settings.max_file_bytes,
+        )
+        out = Path(out_dir)
+        await anyio.to_thread.run_sync(_prepare_out, out, fresh)
+        fingerprint = {
+            "report": settings.report,
+            "since": settings.since,
+            "base_url": settings.base_url,
+        }
+        store = AsyncStore(
+            await anyio.to_thread.run_sync(
+                lambda: Store.open(
+                    out,
+                    fingerprint=fingerprint,
+                    incremental=incremental,
+                    since=settings.since,
+                    durable=settings.durable,
+                )
+            )
+        )
+        stats = Stats(contacts_total=contacts_total)
+        status, error = "interrupted", None
+        try:
+            files = RecordFiles(out, settings.report, max_bytes=settings.max_file_bytes)
+            await store.call(files.recover, store.sync.committed_files())
+            sink = FileSink(
+                store,
+                files,
+                stats,
+                commit_records=settings.commit_records,
+                commit_seconds=settings.commit_seconds,
+                durable=settings.durable,
+            )
+            options = RunOptions(
+                since=settings.since, retry_failed=retry_failed, on_progress=self._on_progress
+            )
+            try:
+                await run_pipeline(
+                    settings, contact_ids, sink, store, session, stats, options, pacer=pacer
+                )
+                status = "complete"
+            except RunStopped as exc:
+                error = exc
+                status = next(s for t, s in _STATUS_BY_ERROR if isinstance(exc, t))
+            with anyio.CancelScope(shield=True):
+                summary = await store.call(
+                    _finish,
+                    out,
+                    store.sync,
+                    settings,
+                    stats,
+                    status,
+                    error,
+                )
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await store.call(
+                    _finish,
+                    out,
+                    store.sync,
+                    settings,
+                    stats,
+                    "interrupted",
+                    None,
+                )
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.call(store.sync.close)
+        if error is not None:
+            error.summary = summary  # type: ignore[attr-defined]
+            raise error
+        return summary
+
+
+def _prepare_out(out: Path, fresh: bool) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".bulkopens-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    if fresh:
+        remove_outputs(out)
+
+
+def _finish(
+    out: Path,
+    store: Store,
+    settings: Settings,
+    stats: Stats,
+    status: str,
+    error: BulkOpensError | None,
+) -> Summary:
+    totals = store.counts()
+    complete = status == "complete" and totals["pending"] == 0 and totals["failed"] == 0
+    if status == "complete" and not complete:
+        status = "incomplete"
+    store.finish(complete)
+    this_run = [r for r in store.runs() if r["run"] == store.run]
+    files = [f["name"] for r in this_run for f in r["files"]]
+    summary = dataclasses.replace(
+        _summary(settings, stats, status, error),
+        out_dir=str(out),
+        run=store.run,
+        attempt=store.attempt,
+        files=files,
+        totals=totals,
+    )
+    write_artifacts(out, store, summary)
+    return summary
+
+
+def _summary(
+    settings: Settings,
+    stats: Stats,
+    status: str,
+    error: BulkOpensError | None,
+) -> Summary:
+    snap = stats.snapshot()
+    return Summary(
+        status=status,
+        report=settings.report,
+        contacts_done=snap.contacts_done,
+        contacts_failed=snap.contacts_failed,
+        contacts_skipped=snap.contacts_skipped,
+        contacts_invalid=snap.contacts_invalid,
+        duplicates=snap.duplicates,
+        records=snap.records,
+        pages=snap.pages,
+        requests=snap.requests,
+        retries=snap.retries,
+        throttles=snap.throttles,
+        responses=dict(stats.responses),
+        elapsed_seconds=round(snap.elapsed, 3),
+        error=str(error) if error else None,
+        quota_resets_at=(
+            error.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if isinstance(error, QuotaExhausted)
+            else None
+        ),
+    )
+
+
+class RecordStream:
+    """The async iterator returned by :meth:`Client.records`; also an async context manager.
+
+    Leaving the ``async with`` block (or calling :meth:`aclose`) stops the fetching at once.
+    """
+
+    def __init__(self, client: Client, settings: Settings, ids: IdSource, buffer: int) -> None:
+        self._client = client
+        self._settings = settings
+        self._ids = ids
+        self._buffer = buffer
+        self._rx: Any = None
+        self._scope: anyio.CancelScope | None = None
+        self._error: BaseException | None = None
+        self._sink: StreamSink | None = None
+        self._stats = Stats()
+        self.summary: Summary | None = None
+
+    @property
+    def failures(self) -> list[Any]:
+        return self._sink.failures if self._sink else []
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._rx is not None:
+            self._rx.close()
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._rx is None:
+            self._start()
+        try:
+            record: dict[str, Any] = await self._rx.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+        return record
+
+    def _error_or_none(self) -> BulkOpensError | None:
+        return self._error if isinstance(self._error, BulkOpensError) else None
+
+    def _start(self) -> None:
+        session, pacer, tg = self._client._started()
+        tx, self._rx = anyio.create_memory_object_stream[dict[str, Any]](self._buffer)
+        self._sink = StreamSink(tx, self._stats)
+        tg.start_soon(self._run, session, pacer, tx)
+
+    async def _run(self, session: aiohttp.ClientSession, pacer: Pacer, tx: Any) -> None:
+        # Runs in the client's task group: it must never raise, or it would cancel the caller.
+        status = "interrupted"
+        with tempfile.TemporaryDirectory(prefix="bulkopens-") as tmp:
+            store = None
+            try:
+                with anyio.CancelScope() as self._scope:
+                    async with tx:
+                        store = AsyncStore(
+                            await anyio.to_thread.run_sync(
+                                lambda: Store.open(Path(tmp), fingerprint={}, durable=False)
+                            )
+                        )
+                        assert self._sink is not None
+                        await run_pipeline(
+                            self._settings,
+                            self._ids,
+                            self._sink,
+                            store,
+                            session,
+                            self._stats,
+                            RunOptions(since=self._settings.since),
+                            pacer=pacer,
+                        )
+                        status = "complete"
+            except RunStopped as exc:
+                self._error = exc
+                status = next(s for t, s in _STATUS_BY_ERROR if isinstance(exc, t))
+            except Exception as exc:
+                self._error = exc
+                status = "failed"
+            finally:
+                self.summary = _summary(self._settings, self._stats, status, self._error_or_none())
+                if store is not None:
+                    with anyio.CancelScope(shield=True):
+                        await store.call(store.sync.close)
+                with contextlib.suppress(Exception):
+                    tx.close()

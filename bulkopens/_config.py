@@ -1,0 +1,124 @@
+"""Settings: one frozen dataclass, validated once, secrets hidden from its repr."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from yarl import URL
+
+from bulkopens._exceptions import ConfigurationError
+from bulkopens._reports import REPORTS, Report
+from bulkopens._timefmt import format_instant, parse_instant
+
+DEFAULT_BASE_URL = "https://api.constantcontact.com"
+DEFAULT_RATE = 4.0
+MAX_PAGE_SIZE = 500
+
+_CONTACT_ID = re.compile(r"0*([1-9][0-9]{0,17})")
+
+
+def parse_contact_id(raw: str) -> str | None:
+    """The canonical v2 contact id (a positive integer as a string), or None if ``raw`` is not one.
+
+    Surrounding whitespace and leading zeros are dropped; only ASCII digits count.
+    """
+    match = _CONTACT_ID.fullmatch(raw.strip())
+    return match.group(1) if match else None
+
+
+def default_concurrency(rate: float) -> int:
+    """Enough requests in flight to keep ``rate`` busy through ~2 s answers, and a few spare."""
+    if rate <= 0:
+        return 16
+    return max(4, min(64, math.ceil(rate * 2) + 2))
+
+
+def normalise_since(text: str | None) -> str | None:
+    """``--since`` in the API's UTC form, or ConfigurationError."""
+    if text is None:
+        return None
+    try:
+        return format_instant(parse_instant(text))
+    except ValueError:
+        raise ConfigurationError(
+            "--since must be an ISO-8601 date or date-time, like 2024-01-31T00:00:00Z; "
+            f"got {text[:40]!r}"
+        ) from None
+
+
+def normalise_base_url(text: str) -> URL:
+    """The API origin (plus any proxy prefix), without a trailing ``/`` or ``/v2``."""
+    try:
+        url = URL(text.strip())
+    except (ValueError, TypeError):
+        raise ConfigurationError("--base-url is not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("--base-url must be an http:// or https:// URL with a host")
+    if url.user or url.password or url.query_string or url.fragment:
+        raise ConfigurationError("--base-url must not carry credentials, a query or a fragment")
+    path = url.path.rstrip("/")
+    if path.endswith("/v2"):
+        path = path[:-3]
+    return url.with_path(path or "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one run needs. Build it once; it validates itself.
+
+    ``api_key`` and ``token`` never appear in the repr.
+    """
+
+    api_key: str = field(repr=False)
+    token: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    report: str = "opens"
+    rate: float = DEFAULT_RATE  # request starts per second for the whole run; 0 = no limit
+    concurrency: int | None = None  # requests in flight; None = derived from rate
+    page_size: int = MAX_PAGE_SIZE
+    since: str | None = None  # created_since, any ISO-8601; normalised to UTC ``Z``
+    max_retries: int = 6  # per request, for transient failures (throttles do not count)
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_file_bytes: int = 256 * 1024 * 1024
+    commit_records: int = 20_000  # commit at least every N records ...
+    commit_seconds: float = 1.0  # ... or every T seconds
+    durable: bool = True  # fsync files before each commit
+
+    def __post_init__(self) -> None:
+        if not self.api_key or not self.api_key.strip():
+            raise ConfigurationError("an API key is required (--api-key or CTCT_API_KEY)")
+        if not self.token or not self.token.strip():
+            raise ConfigurationError("an access token is required (--token or CTCT_ACCESS_TOKEN)")
+        if any(c.isspace() for c in self.api_key + self.token):
+            raise ConfigurationError("the API key and access token must not contain whitespace")
+        if self.report not in REPORTS:
+            raise ConfigurationError(f"unknown report {self.report!r}; one of {', '.join(REPORTS)}")
+        if not (math.isfinite(self.rate) and self.rate >= 0):
+            raise ConfigurationError("--rate must be a number >= 0 (0 = no limit)")
+        if self.concurrency is not None and not 1 <= self.concurrency <= 1000:
+            raise ConfigurationError("--concurrency must be between 1 and 1000")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ConfigurationError(f"--page-size must be between 1 and {MAX_PAGE_SIZE}")
+        if self.max_retries < 0:
+            raise ConfigurationError("max_retries must be >= 0")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ConfigurationError("timeouts must be > 0")
+        if self.max_file_bytes < 1024:
+            raise ConfigurationError("max_file_bytes must be at least 1024")
+        object.__setattr__(self, "since", normalise_since(self.since))
+        object.__setattr__(self, "base_url", str(normalise_base_url(self.base_url)))
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or default_concurrency(self.rate)
+
+    @property
+    def report_spec(self) -> Report:
+        return REPORTS[self.report]
+
+    @property
+    def base(self) -> URL:
+        return URL(self.base_url)

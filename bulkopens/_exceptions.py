@@ -1,0 +1,127 @@
+"""The error tree, named after what happens next.
+
+::
+
+    BulkOpensError
+    ├── RetryableError ............ retried inside the engine; callers only see it chained
+    │   ├── TransientError ........ 5xx, reset, timeout, a body that is not a valid page
+    │   └── ThrottledError ........ 429 ``throttled`` / 403 ``mashery.not.authorized.over.qps``
+    ├── ContactError .............. this contact fails; the run goes on
+    │   ├── ContactNotFound ....... 404
+    │   ├── InvalidContactId ...... not a v2 contact id; no request is made
+    │   ├── ForeignNextLink ....... a next_link to another host; never followed
+    │   └── RetriesExhausted ...... transient failures outlived the retry budget
+    └── RunStopped ................ the whole run stops; it can be resumed
+        ├── AuthenticationError ... 401, or a 403 that is not a rate limit
+        ├── QuotaExhausted ........ the daily quota is spent; resets at 00:00 UTC
+        └── ConfigurationError .... 400/406, bad settings, or an --out that does not fit
+
+Messages never carry a URL's query string or a secret: they are built from the URL path only,
+and text the server sent is passed through :func:`bulkopens._redact.Redactor` first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class BulkOpensError(Exception):
+    """Base class of every error bulkopens raises on purpose."""
+
+
+class RetryableError(BulkOpensError):
+    """A failure the engine retries by itself."""
+
+
+class TransientError(RetryableError):
+    """The answer was lost or broken (5xx, reset, timeout, bad body); try the request again."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ThrottledError(RetryableError):
+    """The per-second limit was hit: the whole pool pauses, then the request is sent again."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ContactError(BulkOpensError):
+    """This contact cannot be fetched now; it is reported and the run goes on.
+
+    ``permanent`` errors are not retried by a later run unless asked (``retry_failed``);
+    the others are retried by the next run of the same command.
+    """
+
+    permanent = True
+    error_key = "contact.failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        contact_id: str | None = None,
+        status: int | None = None,
+        error_key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.contact_id = contact_id
+        self.status = status
+        if error_key is not None:
+            self.error_key = error_key
+
+    def for_contact(self, contact_id: str) -> ContactError:
+        """Return this error bound to ``contact_id``."""
+        self.contact_id = contact_id
+        return self
+
+
+class ContactNotFound(ContactError):
+    """404: the API does not know this contact."""
+
+    error_key = "http.status.not_found"
+
+
+class InvalidContactId(ContactError):
+    """The input line is not a v2 contact id (a positive integer); no request was made."""
+
+    error_key = "bulkopens.invalid_contact_id"
+
+
+class ForeignNextLink(ContactError):
+    """The API's next_link points at another host; credentials never go there."""
+
+    error_key = "bulkopens.foreign_next_link"
+
+
+class RetriesExhausted(ContactError):
+    """Transient failures went on past the retry budget; the next run tries again."""
+
+    permanent = False
+    error_key = "bulkopens.retries_exhausted"
+
+
+class RunStopped(BulkOpensError):
+    """The run stops: committed work is kept and the same command resumes it."""
+
+
+class AuthenticationError(RunStopped):
+    """401, or a 403 that is not a rate limit: the key or token is wrong or revoked."""
+
+
+class QuotaExhausted(RunStopped):
+    """The API key's daily quota is spent; it resets at ``resets_at`` (00:00 UTC)."""
+
+    def __init__(self, message: str, *, resets_at: datetime) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+
+class ConfigurationError(RunStopped):
+    """The settings, the output directory or the request itself are wrong (400/406)."""

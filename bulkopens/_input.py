@@ -1,0 +1,121 @@
+"""Reading contact ids from a file or stdin: plain lines, or a CSV with a contact_id/id column.
+
+Blank lines and ``#`` comments are ignored and whitespace is stripped. Lines are read in a
+worker thread, a chunk at a time, so a slow pipe never blocks the event loop, and the file is
+never held in memory whole. Validation of each id is the engine's job, not this module's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO
+
+import anyio
+
+from bulkopens._exceptions import ConfigurationError
+
+ID_COLUMNS = ("contact_id", "id")
+_MAX_LINE = 4096  # a longer line is not an id; it is cut, reported as invalid, and skipped
+_CHUNK = 2048
+
+
+def _open(path: str) -> IO[str]:
+    if path == "-":
+        return io.TextIOWrapper(
+            sys.stdin.buffer, encoding="utf-8-sig", errors="replace", newline=""
+        )
+    try:
+        target = Path(path)
+        if target.is_dir():
+            raise ConfigurationError(f"--contacts {path} is a directory, not a file")
+        return open(target, encoding="utf-8-sig", errors="replace", newline="")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read --contacts {path}: {exc.strerror or exc}") from None
+
+
+def _lines(handle: IO[str]) -> Iterator[str]:
+    """Lines without their ending, cut at _MAX_LINE characters (the rest is skipped)."""
+    while True:
+        line = handle.readline(_MAX_LINE)
+        if not line:
+            return
+        if not line.endswith(("\n", "\r")) and len(line) >= _MAX_LINE:
+            while True:  # drain the rest of an overlong line
+                more = handle.readline(_MAX_LINE)
+                if not more or more.endswith(("\n", "\r")):
+                    break
+        yield line.rstrip("\r\n")
+
+
+def _ids(handle: IO[str], source: str) -> Iterator[str]:
+    """The id field of every meaningful line; CSV when the first line is a CSV header."""
+    lines = (s for s in (raw.strip() for raw in _lines(handle)) if s and not s.startswith("#"))
+    first = next(lines, None)
+    if first is None:
+        return
+    header = [h.strip().lower() for h in next(csv.reader([first]))]
+    column = next((header.index(c) for c in ID_COLUMNS if c in header), None)
+    if column is None:
+        if "," in first or "\t" in first:
+            raise ConfigurationError(
+                f"{source} looks like a CSV file but its header has no contact_id or id column"
+            )
+        yield first  # a plain list of ids: the first line is an id too
+        yield from lines
+        return
+    for row in csv.reader(lines):
+        yield row[column].strip() if column < len(row) else ""
+
+
+class ContactSource:
+    """An async iterable of the raw ids in ``path`` (``-`` for stdin), read in a thread.
+
+    :meth:`check` opens the file and finds the first id up front, so a missing, unreadable or
+    empty file is reported before any request is made. ``total`` counts the ids of a regular
+    file (for progress and ETA); it is None for stdin.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.total: int | None = None
+        self._handle: IO[str] | None = None
+        self._iter: Iterator[str] | None = None
+        self._first: str | None = None
+
+    def check(self) -> None:
+        """Open the source and read up to its first id. ConfigurationError if that fails."""
+        label = "stdin" if self.path == "-" else self.path
+        if self.path != "-":
+            with _open(self.path) as handle:
+                self.total = sum(1 for _ in _ids(handle, label))
+        self._handle = _open(self.path)
+        self._iter = _ids(self._handle, label)
+        self._first = next(self._iter, None)
+        if self._first is None:
+            self.close()
+            raise ConfigurationError(f"--contacts {label} holds no contact ids")
+
+    def _chunk(self) -> list[str]:
+        assert self._iter is not None
+        return [line for _, line in zip(range(_CHUNK), self._iter, strict=False)]
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        if self._iter is None:
+            await anyio.to_thread.run_sync(self.check)
+        try:
+            assert self._first is not None
+            yield self._first
+            while chunk := await anyio.to_thread.run_sync(self._chunk):
+                for raw in chunk:
+                    yield raw
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._handle is not None and self._handle is not sys.stdin:
+            self._handle.close()
+        self._handle = None

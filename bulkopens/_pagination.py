@@ -1,0 +1,149 @@
+"""Walking every page of one contact's report, from page one or from a committed cursor."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from yarl import URL
+
+from bulkopens._exceptions import ForeignNextLink
+from bulkopens._http import Page
+from bulkopens._reports import Report
+from bulkopens._timefmt import canonical
+
+_CREDENTIAL_PARAMS = ("api_key", "access_token")
+
+
+class Fetcher(Protocol):
+    async def fetch(self, url: URL) -> Page: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One contact to fetch, and where to start.
+
+    ``cursor`` is a committed next_link to resume from (None = page one). ``since`` is sent as
+    ``created_since``; records dated exactly ``since`` whose line hash is in ``seen_at_since``
+    were written by an earlier run and are dropped (``created_since`` is inclusive).
+    """
+
+    contact_id: str
+    cursor: str | None = None
+    since: str | None = None
+    seen_at_since: frozenset[bytes] = frozenset()
+    newest: str | None = None  # newest activity time already written for this contact
+    newest_seen: frozenset[bytes] = frozenset()  # line hashes of the records dated ``newest``
+
+
+@dataclass(slots=True)
+class PageBatch:
+    """The records of one page of one contact, and where the walk goes next."""
+
+    contact_id: str
+    records: list[dict[str, Any]]
+    next_link: str | None  # the cursor after this page; None when the contact is complete
+    newest: str | None = None  # newest canonical activity time on this page
+    oldest: str | None = None  # oldest canonical activity time on this page
+    newest_lines: list[bytes] = field(default_factory=list)  # the records dated ``newest``
+    work: Work | None = None  # the work item this page belongs to
+
+
+def line_of(record: dict[str, Any]) -> bytes:
+    """A record as one NDJSON line: its fields exactly as the API sent them, in order."""
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def line_hash(line: bytes) -> bytes:
+    """A short, stable fingerprint of one output line (to recognise a record already written)."""
+    return hashlib.blake2b(line, digest_size=8).digest()
+
+
+def first_url(base: URL, report: Report, work: Work, page_size: int) -> URL:
+    path = base.path.rstrip("/") + report.contact_path(work.contact_id)
+    query = {"limit": str(page_size)}
+    if work.since is not None:
+        query["created_since"] = work.since
+    return base.with_path(path).with_query(query)
+
+
+def resolve_next(base: URL, next_link: str) -> URL:
+    """Join a next_link to the API base. ForeignNextLink if it points at another host.
+
+    The link is used as given (its ``next`` token is opaque); ``limit`` and ``created_since``
+    are not sent again, and any credential the link carried is dropped (ours is added later).
+    """
+    link = URL(next_link)
+    if link.is_absolute() or link.scheme:
+        if link.origin() != base.origin():
+            raise ForeignNextLink(f"next_link points at another host ({link.host}); not followed")
+        url = link
+    else:
+        prefix = base.path.rstrip("/")
+        path = link.path if link.path.startswith("/") else "/" + link.path
+        if prefix and not path.startswith(prefix + "/"):
+            path = prefix + path
+        url = base.with_path(path, encoded=False).with_query(link.raw_query_string)
+    if any(p in url.query for p in _CREDENTIAL_PARAMS):
+        url = url.without_query_params(*_CREDENTIAL_PARAMS)
+    return url
+
+
+async def walk(
+    fetcher: Fetcher, base: URL, report: Report, work: Work, page_size: int
+) -> AsyncGenerator[PageBatch, None]:
+    """Yield each page of ``work``'s contact in order, ending with one whose next_link is None.
+
+    Stops on a page without next_link, on an empty page, or on a next_link that repeats the
+    current one (so a faulty server cannot loop us). Raises ForeignNextLink after yielding the
+    page that carried it, and whatever ``fetcher`` raises.
+    """
+    url = (
+        resolve_next(base, work.cursor) if work.cursor else first_url(base, report, work, page_size)
+    )
+    current = work.cursor
+    while True:
+        page = await fetcher.fetch(url)
+        next_link = page.next_link
+        if not page.results or next_link == current:
+            next_link = None
+        batch = _batch(work, report, page.results, next_link)
+        yield batch
+        if next_link is None:
+            return
+        url = resolve_next(base, next_link)  # after the yield: the page itself is good
+        current = next_link
+
+
+def _batch(
+    work: Work, report: Report, results: list[dict[str, Any]], next_link: str | None
+) -> PageBatch:
+    kept = results
+    if work.seen_at_since:
+        kept = [r for r in results if not _already_written(work, report, r)]
+    stamps = [_canonical_or_none(report.record_time(r)) for r in kept]
+    known = [s for s in stamps if s is not None]
+    if not known:
+        return PageBatch(work.contact_id, kept, next_link, work=work)
+    newest, oldest = max(known), min(known)
+    newest_lines = [line_of(r) for r, s in zip(kept, stamps, strict=True) if s == newest]
+    return PageBatch(work.contact_id, kept, next_link, newest, oldest, newest_lines, work)
+
+
+def _already_written(work: Work, report: Report, record: dict[str, Any]) -> bool:
+    stamp = _canonical_or_none(report.record_time(record))
+    if stamp is None or stamp != work.since:
+        return False
+    return line_hash(line_of(record)) in work.seen_at_since
+
+
+def _canonical_or_none(stamp: str | None) -> str | None:
+    if stamp is None:
+        return None
+    try:
+        return canonical(stamp)
+    except ValueError:
+        return None

@@ -1,0 +1,225 @@
+"""The run: the only place that creates task groups, streams, the pacer and the session.
+
+Data flows one way::
+
+    ids ─► reader ─► claimer ─► work stream ─► N workers ─► result stream ─► one sink
+                     (dedupe,                  (pacer ─► retry ─► request,   (files + commit,
+                      resume)                   pages of one contact)         or the iterator)
+
+Streams are small and bounded, so a slow sink slows the workers and a million ids never sit
+in memory. Per-contact failures travel as results; a run-stopping error (auth, quota, config)
+is kept, every task is cancelled, the sink commits what it has, and the error is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from bulkopens._config import Settings, parse_contact_id
+from bulkopens._exceptions import ConfigurationError, ContactError, RunStopped
+from bulkopens._http import Transport
+from bulkopens._pagination import Work, walk
+from bulkopens._ratelimit import Pacer
+from bulkopens._redact import Redactor
+from bulkopens._retry import PageFetcher, RetryPolicy
+from bulkopens._state import AsyncStore, Claim
+from bulkopens._stats import Progress, Stats
+from bulkopens._writer import ContactFailed, InvalidInput, Result, Sink
+
+IdSource = Iterable[str] | AsyncIterable[str]
+ProgressHook = Callable[[Progress], None]
+
+_MAX_RAW = 80  # an invalid input line is reported shortened to this many characters
+_CLAIM_BATCH = 512
+
+
+@dataclass(slots=True)
+class RunOptions:
+    """What one pipeline run needs besides the settings."""
+
+    since: str | None = None  # created_since for contacts new to the store
+    retry_failed: bool = False
+    on_progress: ProgressHook | None = None
+    progress_interval: float = 0.5
+
+
+class _Stopper:
+    """Keeps the first run-stopping error and cancels the run."""
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self._scope = scope
+        self.error: RunStopped | None = None
+
+    def stop(self, error: RunStopped) -> None:
+        if self.error is None:
+            self.error = error
+        self._scope.cancel()
+
+
+async def run_pipeline(
+    settings: Settings,
+    ids: IdSource,
+    sink: Sink,
+    store: AsyncStore,
+    session: aiohttp.ClientSession,
+    stats: Stats,
+    options: RunOptions,
+    *,
+    pacer: Pacer | None = None,
+) -> None:
+    """Fetch every id's report into ``sink``. Raises the first RunStopped error, if any."""
+    pacer = pacer or Pacer(settings.rate)
+    redact = Redactor(settings.api_key, settings.token)
+    transport = Transport(
+        session,
+        base=settings.base,
+        api_key=settings.api_key,
+        token=settings.token,
+        redact=redact,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        responses=stats.responses,
+    )
+    fetcher = PageFetcher(transport, pacer, RetryPolicy(settings.max_retries), stats)
+    workers = settings.workers
+    with anyio.CancelScope() as scope:
+        stopper = _Stopper(scope)
+        async with anyio.create_task_group() as tg:
+            id_tx, id_rx = anyio.create_memory_object_stream[str](_CLAIM_BATCH * 2)
+            work_tx, work_rx = anyio.create_memory_object_stream[Work](workers)
+            result_tx, result_rx = anyio.create_memory_object_stream[Result](workers * 4)
+            tg.start_soon(_read, ids, id_tx)
+            tg.start_soon(_claim, id_rx, work_tx, result_tx.clone(), store, stats, options)
+            for _ in range(workers):
+                tg.start_soon(
+                    _work, settings, fetcher, work_rx.clone(), result_tx.clone(), stats, stopper
+                )
+            work_rx.close()
+            result_tx.close()
+            sink_done = anyio.Event()
+            tg.start_soon(_sink, sink, result_rx, stopper, sink_done)
+            if options.on_progress is not None:
+                tg.start_soon(_tick, options.on_progress, options, stats, pacer, sink_done)
+    stats.finished = True
+    if options.on_progress is not None:
+        options.on_progress(stats.snapshot(pacer.rate))
+    if stopper.error is not None:
+        raise stopper.error
+
+
+async def _tick(
+    hook: ProgressHook, options: RunOptions, stats: Stats, pacer: Pacer, done: anyio.Event
+) -> None:
+    """Report progress every ``progress_interval`` until the sink has finished."""
+    while not done.is_set():
+        hook(stats.snapshot(pacer.rate))
+        with anyio.move_on_after(options.progress_interval):
+            await done.wait()
+
+
+async def _read(ids: IdSource, out: MemoryObjectSendStream[str]) -> None:
+    async with out:
+        if isinstance(ids, AsyncIterable):
+            async for raw in ids:
+                await out.send(raw)
+        else:
+            for raw in ids:
+                await out.send(raw)
+
+
+async def _claim(
+    ids: MemoryObjectReceiveStream[str],
+    work_out: MemoryObjectSendStream[Work],
+    results: MemoryObjectSendStream[Result],
+    store: AsyncStore,
+    stats: Stats,
+    options: RunOptions,
+) -> None:
+    """Validate ids, ask the store what to do with each (dedupe, resume), and queue the work."""
+    async with ids, work_out, results:
+        while True:
+            try:
+                batch = [await ids.receive()]
+            except anyio.EndOfStream:
+                return
+            with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                while len(batch) < _CLAIM_BATCH:
+                    batch.append(ids.receive_nowait())
+            valid: list[str] = []
+            for raw in batch:
+                cid = parse_contact_id(raw) if isinstance(raw, str) else None
+                if cid is None:
+                    stats.contacts_invalid += 1
+                    await results.send(InvalidInput(_shorten(raw)))
+                else:
+                    valid.append(cid)
+            if not valid:
+                continue
+            claims: list[Claim] = await store.call(
+                lambda v=valid: store.sync.claim(
+                    v, since=options.since, retry_failed=options.retry_failed
+                )
+            )
+            for claim in claims:
+                if claim.work is not None:
+                    stats.contacts_seen += 1
+                    await work_out.send(claim.work)
+                elif claim.why == "duplicate":
+                    stats.duplicates += 1
+                else:
+                    stats.contacts_seen += 1
+                    stats.contacts_skipped += 1
+
+
+def _shorten(raw: object) -> str:
+    text = raw if isinstance(raw, str) else repr(raw)
+    text = text.strip()
+    return text if len(text) <= _MAX_RAW else text[: _MAX_RAW - 1] + "…"
+
+
+async def _work(
+    settings: Settings,
+    fetcher: PageFetcher,
+    work_in: MemoryObjectReceiveStream[Work],
+    results: MemoryObjectSendStream[Result],
+    stats: Stats,
+    stopper: _Stopper,
+) -> None:
+    """One worker: take a contact, walk all of its pages, hand every page on in order."""
+    base, report, page_size = settings.base, settings.report_spec, settings.page_size
+    async with work_in, results:
+        async for work in work_in:
+            try:
+                async with contextlib.aclosing(
+                    walk(fetcher, base, report, work, page_size)
+                ) as pages:
+                    async for page in pages:
+                        stats.pages += 1
+                        await results.send(page)
+            except ContactError as exc:
+                await results.send(ContactFailed(work.contact_id, exc.for_contact(work.contact_id)))
+            except RunStopped as exc:
+                stopper.stop(exc)
+                return
+
+
+async def _sink(
+    sink: Sink,
+    results: MemoryObjectReceiveStream[Result],
+    stopper: _Stopper,
+    done: anyio.Event,
+) -> None:
+    try:
+        await sink.consume(results)
+    except RunStopped as exc:
+        stopper.stop(exc)
+    except OSError as exc:
+        stopper.stop(ConfigurationError(f"cannot write the output: {exc.strerror or exc}"))
+    finally:
+        done.set()

@@ -1,0 +1,120 @@
+"""Progress for people: a live line on a terminal, a log line every few seconds elsewhere."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import TextIO
+
+from bulkopens._artifacts import Summary
+from bulkopens._stats import Progress
+
+_WINDOW = 15.0  # seconds of history behind the request rate and the ETA
+
+
+def duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class ProgressReporter:
+    """Turns progress snapshots into a live status line (``live``) or periodic log lines.
+
+    The ETA assumes each remaining contact costs as many requests as the finished ones did on
+    average, at the request rate of the last few seconds, never above the pacer's rate.
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, *, live: bool, log_every: float = 10.0):
+        self._out = stream
+        self._live = live
+        self._log_every = log_every
+        self._last_log = time.monotonic()
+        self._history: deque[tuple[float, int]] = deque()
+        self._width = 0
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        self._history.append((now, p.requests))
+        while len(self._history) > 2 and now - self._history[0][0] > _WINDOW:
+            self._history.popleft()
+        if self._live:
+            self._draw(self.line(p))
+            if p.finished:
+                self._draw("")
+        elif now - self._last_log >= self._log_every and not p.finished:
+            self._last_log = now
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{stamp} bulkopens: {self.line(p)}", file=self._out, flush=True)
+
+    def _draw(self, text: str) -> None:
+        pad = max(0, self._width - len(text))
+        self._out.write("\r" + text + " " * pad + ("\r" if not text else ""))
+        self._out.flush()
+        self._width = len(text)
+
+    def request_rate(self) -> float:
+        if len(self._history) < 2:
+            return 0.0
+        (t0, r0), (t1, r1) = self._history[0], self._history[-1]
+        return (r1 - r0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def eta(self, p: Progress) -> float:
+        if p.contacts_total is None:
+            return math.nan
+        finished = p.contacts_finished
+        remaining = max(0, p.contacts_total - finished - p.contacts_invalid - p.duplicates)
+        if remaining == 0:
+            return 0.0
+        per_contact = max(1.0, p.requests / finished) if finished else 1.0
+        rate = min(self.request_rate() or p.rate, p.rate)
+        return remaining * per_contact / rate if rate > 0 else math.nan
+
+    def line(self, p: Progress) -> str:
+        done = f"{p.contacts_finished:,}"
+        if p.contacts_total:
+            pct = 100.0 * min(1.0, (p.contacts_finished + p.contacts_invalid) / p.contacts_total)
+            done += f"/{p.contacts_total:,} contacts ({pct:.1f}%)"
+        else:
+            done += " contacts"
+        parts = [
+            done,
+            f"{p.records:,} records",
+            f"{self.request_rate():.1f} req/s",
+            f"{p.retries:,} retries",
+            f"{p.throttles:,} throttles",
+        ]
+        if p.contacts_failed:
+            parts.append(f"{p.contacts_failed:,} failed")
+        if p.contacts_total:
+            parts.append(f"ETA {duration(self.eta(p))}")
+        return " | ".join(parts)
+
+
+def describe(summary: Summary) -> str:
+    """A short, human-readable account of a finished (or stopped) run."""
+    totals = summary.totals
+    failed = totals.get("failed", 0) + totals.get("failed_for_good", 0)
+    invalid = totals.get("invalid", 0)
+    lines = [
+        f"bulkopens: {summary.status.replace('_', ' ')} after {duration(summary.elapsed_seconds)}"
+        f" (run {summary.run}, attempt {summary.attempt})",
+        f"  contacts: {summary.contacts_done:,} fetched now, {summary.contacts_skipped:,} already"
+        f" done or skipped, {failed:,} failed, {invalid:,} invalid ids skipped",
+        f"  records:  {summary.records:,} written now, {summary.requests:,} requests,"
+        f" {summary.retries:,} retries, {summary.throttles:,} throttles",
+    ]
+    if summary.files:
+        lines.append(f"  files:    {', '.join(summary.files)} in {summary.out_dir}")
+    if failed or invalid:
+        lines.append(f"  errors:   one line per failed contact in {summary.out_dir}/errors.ndjson")
+    return "\n".join(lines)

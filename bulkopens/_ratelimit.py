@@ -1,0 +1,101 @@
+"""One pacer for the whole run: evenly spaced request starts, and a pool-wide pause.
+
+Invariant: grants are at least ``interval`` apart, where ``interval`` is ``1 / rate`` plus a
+safety margin, so no window of one second ever holds more than ``rate`` request starts. There is
+no burst allowance at all (unlike a token bucket, whose initial burst is exactly what earns the
+v2 API's ``over.qps`` rejection). One waiter at a time holds the lock and sleeps until its
+slot, and the next slot is counted from the moment the grant really happened, so a late wake-up
+pushes later grants back instead of squeezing two of them together.
+
+A throttle answer pauses every worker (``throttled``) and, as in AIMD congestion control, stretches
+the interval by a quarter; each ``rate * 10`` grants without a throttle earn back 5% of it,
+down to the configured rate. So a key that is shared, or a ``--rate`` set above what the key
+allows, settles just under the real limit instead of being rejected over and over.
+
+This replaces aiolimiter on purpose: its leaky bucket cannot be paused or re-rated, and it reads
+the event loop's clock, which makes a virtual-clock test impossible.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+SAFETY_MARGIN = 0.01  # spacing 1% wider than 1/rate: absorbs send-time jitter of ~10 ms per second
+MAX_SLOWDOWN = 4.0  # never stretch the interval past 4x the configured one
+_STRETCH = 1.25
+_RECOVER = 1.05
+
+
+class Pacer:
+    """Spaces request starts evenly at no more than ``rate`` per second (0 = unlimited)."""
+
+    __slots__ = (
+        "_base_interval",
+        "_clean_grants",
+        "_clock",
+        "_interval",
+        "_last_grant",
+        "_lock",
+        "_paused_until",
+        "_sleep",
+        "grants",
+    )
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        margin: float = SAFETY_MARGIN,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        self._base_interval = (1.0 + margin) / rate if rate > 0 else 0.0
+        self._interval = self._base_interval
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = anyio.Lock()
+        self._last_grant = -float("inf")
+        self._paused_until = -float("inf")
+        self._clean_grants = 0
+        self.grants = 0
+
+    @property
+    def rate(self) -> float:
+        """The current effective rate, in requests per second (inf when unlimited)."""
+        return 1.0 / self._interval if self._interval else float("inf")
+
+    async def acquire(self) -> None:
+        """Wait for this caller's slot. Cancellation while waiting gives the slot up."""
+        if not self._interval and self._paused_until <= self._clock():
+            self.grants += 1  # unlimited and not paused: no lock, no wait
+            return
+        async with self._lock:
+            while True:
+                now = self._clock()
+                slot = max(now, self._last_grant + self._interval, self._paused_until)
+                if slot <= now:
+                    break
+                await self._sleep(slot - now)
+            self._last_grant = self._clock()
+            self.grants += 1
+            self._clean_grants += 1
+            if self._interval > self._base_interval and self._clean_grants >= 10 * self.rate:
+                self._interval = max(self._base_interval, self._interval / _RECOVER)
+                self._clean_grants = 0
+
+    def throttled(self, wait: float) -> None:
+        """The API said "too fast": pause every caller for ``wait`` seconds and slow down."""
+        self._paused_until = max(self._paused_until, self._clock() + wait)
+        self._clean_grants = 0
+        if self._base_interval:
+            self._interval = min(self._base_interval * MAX_SLOWDOWN, self._interval * _STRETCH)
+
+    def __repr__(self) -> str:
+        paused = max(0.0, self._paused_until - self._clock())
+        return f"<Pacer rate={self.rate:.3g}/s grants={self.grants} paused={paused:.2f}s>"

@@ -1,0 +1,427 @@
+"""What is durably done: the state store kept in ``OUT/.bulkopens/state.sqlite3``.
+
+The writer is the only committer. It makes record files durable first and only then commits
+here, so a committed row never points past bytes that could be lost. On resume, files are cut
+back to their committed length, completed contacts are skipped, and in-progress contacts go on
+from their committed cursor (the last next_link whose page is in the files).
+
+Rows are small and keyed by contact id; a commit updates only the contacts it touched, so the
+state stays compact and fast for millions of contacts. All methods are synchronous and must be
+called from one thread at a time (the async side serialises them through one worker thread).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from bulkopens._exceptions import ConfigurationError
+from bulkopens._pagination import Work
+
+SCHEMA_VERSION = 1
+STATE_DIR = ".bulkopens"
+
+PENDING, DONE, FAILED, GONE = 0, 1, 2, 3  # GONE: failed for good (404, foreign next_link)
+_CLAIM_CHUNK = 500  # ids per SELECT ... IN (...)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
+    complete INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    since TEXT, incremental INTEGER NOT NULL DEFAULT 0,
+    records INTEGER NOT NULL DEFAULT 0, oldest TEXT, newest TEXT);
+CREATE TABLE IF NOT EXISTS files (
+    name TEXT PRIMARY KEY, run INTEGER NOT NULL,
+    length INTEGER NOT NULL, records INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS contacts (
+    id INTEGER PRIMARY KEY, run INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    status INTEGER NOT NULL, cursor TEXT, since TEXT, since_seen BLOB,
+    newest TEXT, newest_seen BLOB, http_status INTEGER, error_key TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS invalid (
+    raw TEXT NOT NULL, run INTEGER NOT NULL, PRIMARY KEY (raw, run));
+"""
+
+
+@dataclass(slots=True)
+class ContactMark:
+    """A contact's state as the writer will commit it."""
+
+    status: int = PENDING
+    cursor: str | None = None
+    newest: str | None = None
+    newest_seen: frozenset[bytes] = frozenset()
+    http_status: int | None = None
+    error_key: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileMark:
+    name: str
+    run: int
+    length: int
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What the producer does with one input id: fetch it (``work``) or skip it (``why``)."""
+
+    contact_id: str
+    work: Work | None
+    why: str = ""  # "duplicate", "done" or "failed" when work is None
+
+
+def _pack(hashes: frozenset[bytes]) -> bytes | None:
+    return b"".join(sorted(hashes)) or None
+
+
+def _unpack(blob: bytes | None) -> frozenset[bytes]:
+    if not blob:
+        return frozenset()
+    return frozenset(blob[i : i + 8] for i in range(0, len(blob), 8))
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Store:
+    """The state of one output directory. Open with :meth:`open`; one process at a time."""
+
+    def __init__(self, db: sqlite3.Connection, lock_fd: int | None, run: int, attempt: int) -> None:
+        self._db = db
+        self._lock_fd = lock_fd
+        self.run = run
+        self.attempt = attempt
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        *,
+        fingerprint: dict[str, Any],
+        incremental: bool = False,
+        since: str | None = None,
+        durable: bool = True,
+    ) -> Store:
+        """Open (or create) the state in ``directory``, lock it, and start an attempt.
+
+        Raises ConfigurationError when another process holds the lock, when the state was
+        made with other settings (``fingerprint``), or by another schema version.
+        """
+        state_dir = directory / STATE_DIR
+        state_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise ConfigurationError(
+                f"another bulkopens run is using {directory}; wait for it or use another --out"
+            ) from None
+        try:
+            db = sqlite3.connect(state_dir / "state.sqlite3", check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is enough: record files are fsynced before each commit, so losing the last
+            # commit in a power cut only rolls the state back, and the files are cut back too.
+            db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
+            db.executescript(_SCHEMA)
+            store = cls(db, lock_fd, 0, 0)
+            store._begin(fingerprint, incremental, since)
+        except sqlite3.DatabaseError as exc:
+            os.close(lock_fd)
+            raise ConfigurationError(
+                f"the state in {state_dir} is unreadable ({exc}); use --fresh to start over"
+            ) from None
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return store
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def _begin(self, fingerprint: dict[str, Any], incremental: bool, since: str | None) -> None:
+        wanted = json.dumps(fingerprint, sort_keys=True)
+        version = self._meta("schema")
+        if version is not None and version != str(SCHEMA_VERSION):
+            raise ConfigurationError(
+                "this --out was written by another version of bulkopens; use --fresh"
+            )
+        stored = self._meta("settings")
+        if stored is not None and stored != wanted:
+            before = json.loads(stored)
+            diff = ", ".join(
+                f"{k}: {before.get(k)!r} -> {fingerprint.get(k)!r}"
+                for k in sorted(set(before) | set(fingerprint))
+                if before.get(k) != fingerprint.get(k)
+            )
+            raise ConfigurationError(
+                f"this --out holds a run with other settings ({diff}); use the same settings, "
+                "another --out, or --fresh to start over"
+            )
+        self._set_meta("schema", str(SCHEMA_VERSION))
+        self._set_meta("settings", wanted)
+        attempt = int(self._meta("attempt") or 0) + 1
+        self._set_meta("attempt", str(attempt))
+        last = self._db.execute(
+            "SELECT run, complete FROM runs ORDER BY run DESC LIMIT 1"
+        ).fetchone()
+        if last is None or (incremental and last[1]):
+            run = 1 if last is None else int(last[0]) + 1
+            self._db.execute(
+                "INSERT INTO runs (run, started_at, since, incremental) VALUES (?, ?, ?, ?)",
+                (run, _now(), since, int(incremental)),
+            )
+        else:
+            run = int(last[0])
+        self._db.execute("UPDATE runs SET attempts = attempts + 1 WHERE run = ?", (run,))
+        self._db.commit()
+        self.run, self.attempt = run, attempt
+
+    # -- the producer's side ---------------------------------------------------------------
+
+    def claim(self, ids: Sequence[str], *, since: str | None, retry_failed: bool) -> list[Claim]:
+        """Decide, for each canonical id in input order, whether this attempt fetches it.
+
+        New ids are fetched from page one; ids of this run that are pending, or failed for a
+        transient reason, go on from their cursor; done ids are skipped; ids that failed for
+        good are skipped unless ``retry_failed``; ids already claimed by this attempt are
+        duplicates. In a new (incremental) run, an id from an earlier run starts again from
+        page one with ``created_since`` set to the newest activity already written for it.
+        Writes are left uncommitted: the writer's next commit makes them durable.
+        """
+        rows: dict[int, tuple[Any, ...]] = {}
+        unique = list(dict.fromkeys(int(i) for i in ids))
+        for start in range(0, len(unique), _CLAIM_CHUNK):
+            chunk = unique[start : start + _CLAIM_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                "SELECT id, run, attempt, status, cursor, since, since_seen, newest, newest_seen "
+                f"FROM contacts WHERE id IN ({marks})",
+                chunk,
+            ):
+                rows[row[0]] = row
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        out: list[Claim] = []
+        run, attempt = self.run, self.attempt
+        for raw in ids:
+            cid = int(raw)
+            row = rows.get(cid)
+            if row is None:
+                inserts.append((cid, run, attempt, PENDING, since))
+                rows[cid] = (cid, run, attempt, PENDING, None, since, None, None, None)
+                out.append(Claim(raw, Work(raw, None, since)))
+                continue
+            _, row_run, row_attempt, status, cursor, row_since, since_seen, newest, newest_seen = (
+                row
+            )
+            if row_attempt == attempt:
+                out.append(Claim(raw, None, "duplicate"))
+                continue
+            rows[cid] = (cid, run, attempt, *row[3:])
+            if row_run != run:  # a new incremental run: fetch what is new since last time
+                if status == GONE and not retry_failed:
+                    updates.append((run, attempt, GONE, None, row_since, since_seen, cid))
+                    out.append(Claim(raw, None, "failed"))
+                    continue
+                new_since = newest or since
+                new_seen = newest_seen if newest else None
+                updates.append((run, attempt, PENDING, None, new_since, new_seen, cid))
+                work = Work(raw, None, new_since, _unpack(new_seen), newest, _unpack(newest_seen))
+                out.append(Claim(raw, work))
+                continue
+            if status == DONE or (status == GONE and not retry_failed):
+                out.append(Claim(raw, None, "done" if status == DONE else "failed"))
+                continue
+            updates.append((run, attempt, PENDING, cursor, row_since, since_seen, cid))
+            work = Work(raw, cursor, row_since, _unpack(since_seen), newest, _unpack(newest_seen))
+            out.append(Claim(raw, work))
+        if inserts:
+            self._db.executemany(
+                "INSERT INTO contacts (id, run, attempt, status, since) VALUES (?, ?, ?, ?, ?)",
+                inserts,
+            )
+        if updates:
+            self._db.executemany(
+                "UPDATE contacts SET run = ?, attempt = ?, status = ?, cursor = ?, since = ?, "
+                "since_seen = ? WHERE id = ?",
+                updates,
+            )
+        return out
+
+    # -- the writer's side -----------------------------------------------------------------
+
+    def committed_files(self) -> dict[str, int]:
+        """Every record file and the length up to which it is committed."""
+        return dict(self._db.execute("SELECT name, length FROM files"))
+
+    def commit(
+        self,
+        files: Sequence[FileMark],
+        contacts: dict[str, ContactMark],
+        invalid: Sequence[str],
+        records: int,
+        oldest: str | None,
+        newest: str | None,
+    ) -> None:
+        """Record, in one transaction, how far each file is valid and where each contact stands."""
+        db = self._db
+        db.executemany(
+            "INSERT OR REPLACE INTO files (name, run, length, records) VALUES (?, ?, ?, ?)",
+            [(f.name, f.run, f.length, f.records) for f in files],
+        )
+        db.executemany(
+            "UPDATE contacts SET status = ?, cursor = ?, newest = ?, newest_seen = ?, "
+            "http_status = ?, error_key = ?, error = ? WHERE id = ?",
+            [
+                (
+                    m.status,
+                    m.cursor,
+                    m.newest,
+                    _pack(m.newest_seen),
+                    m.http_status,
+                    m.error_key,
+                    m.error,
+                    int(cid),
+                )
+                for cid, m in contacts.items()
+            ],
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO invalid (raw, run) VALUES (?, ?)",
+            [(raw, self.run) for raw in invalid],
+        )
+        if records or oldest or newest:
+            db.execute(
+                "UPDATE runs SET records = records + ?, "
+                "oldest = CASE WHEN oldest IS NULL OR ? < oldest THEN ? ELSE oldest END, "
+                "newest = CASE WHEN newest IS NULL OR ? > newest THEN ? ELSE newest END "
+                "WHERE run = ?",
+                (records, oldest, oldest, newest, newest, self.run),
+            )
+        db.commit()
+
+    def finish(self, complete: bool) -> None:
+        """Close this attempt; a complete run is what ``--incremental`` builds on next time."""
+        self._db.execute(
+            "UPDATE runs SET finished_at = ?, complete = MAX(complete, ?) WHERE run = ?",
+            (_now(), int(complete), self.run),
+        )
+        self._db.commit()
+
+    # -- views for the output files --------------------------------------------------------
+
+    def failures(self) -> Iterator[dict[str, Any]]:
+        """Every contact of this run that is failed, then every invalid input line."""
+        for cid, status, http_status, key, error in self._db.execute(
+            "SELECT id, status, http_status, error_key, error FROM contacts "
+            "WHERE run = ? AND status IN (?, ?) ORDER BY id",
+            (self.run, FAILED, GONE),
+        ):
+            yield {
+                "contact_id": str(cid),
+                "status": http_status,
+                "error_key": key,
+                "error": error,
+                "retryable": status == FAILED,
+            }
+        for (raw,) in self._db.execute(
+            "SELECT raw FROM invalid WHERE run = ? ORDER BY raw", (self.run,)
+        ):
+            yield {
+                "contact_id": raw,
+                "status": None,
+                "error_key": "bulkopens.invalid_contact_id",
+                "error": "not a v2 contact id (a positive integer); no request was made",
+                "retryable": False,
+            }
+
+    def counts(self) -> dict[str, int]:
+        """Contacts of the current run by status, plus records committed in it."""
+        names = {PENDING: "pending", DONE: "done", FAILED: "failed", GONE: "failed_for_good"}
+        out = dict.fromkeys(names.values(), 0)
+        for status, n in self._db.execute(
+            "SELECT status, COUNT(*) FROM contacts WHERE run = ? GROUP BY status", (self.run,)
+        ):
+            out[names[status]] = n
+        (out["invalid"],) = self._db.execute(
+            "SELECT COUNT(*) FROM invalid WHERE run = ?", (self.run,)
+        ).fetchone()
+        return out
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run with its files, counts and time window, oldest first (for the manifest)."""
+        files: dict[int, list[dict[str, Any]]] = {}
+        for name, run, length, records in self._db.execute(
+            "SELECT name, run, length, records FROM files ORDER BY name"
+        ):
+            files.setdefault(run, []).append({"name": name, "bytes": length, "records": records})
+        out = []
+        for row in self._db.execute(
+            "SELECT run, started_at, finished_at, complete, attempts, since, incremental, "
+            "records, oldest, newest FROM runs ORDER BY run"
+        ):
+            run, started, finished, complete, attempts, since, incr, records, oldest, newest = row
+            out.append(
+                {
+                    "run": run,
+                    "incremental": bool(incr),
+                    "complete": bool(complete),
+                    "started_at": started,
+                    "finished_at": finished,
+                    "attempts": attempts,
+                    "since": since,
+                    "records": records,
+                    "oldest_activity": oldest,
+                    "newest_activity": newest,
+                    "files": files.get(run, []),
+                }
+            )
+        return out
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+
+T = TypeVar("T")
+
+
+class AsyncStore:
+    """A :class:`Store` for the event loop: every call runs in a worker thread, one at a time."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = store
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @property
+    def run(self) -> int:
+        return self.sync.run
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` off the loop, after every call made before it. Not abandoned on
+        cancellation: a commit that has started always finishes."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)

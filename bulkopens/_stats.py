@@ -1,0 +1,71 @@
+"""Live counters of one run, and the immutable snapshots handed to progress hooks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot of a run's counters, as given to ``on_progress`` and kept in the summary."""
+
+    contacts_total: int | None  # known only when the input's size is known
+    contacts_seen: int  # distinct valid ids taken from the input so far
+    contacts_done: int
+    contacts_failed: int
+    contacts_skipped: int  # already complete (or failed for good) in an earlier attempt
+    contacts_invalid: int
+    duplicates: int
+    records: int
+    pages: int
+    requests: int
+    retries: int
+    throttles: int
+    elapsed: float
+    rate: float  # the pacer's current effective rate (inf when unlimited)
+    finished: bool
+
+    @property
+    def contacts_finished(self) -> int:
+        return self.contacts_done + self.contacts_failed + self.contacts_skipped
+
+
+@dataclass(slots=True)
+class Stats:
+    """Mutable counters, written only by the pipeline's own tasks."""
+
+    contacts_total: int | None = None
+    contacts_seen: int = 0
+    contacts_done: int = 0
+    contacts_failed: int = 0
+    contacts_skipped: int = 0
+    contacts_invalid: int = 0
+    duplicates: int = 0
+    records: int = 0
+    pages: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
+    responses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    def snapshot(self, rate: float = float("inf")) -> Progress:
+        return Progress(
+            contacts_total=self.contacts_total,
+            contacts_seen=self.contacts_seen,
+            contacts_done=self.contacts_done,
+            contacts_failed=self.contacts_failed,
+            contacts_skipped=self.contacts_skipped,
+            contacts_invalid=self.contacts_invalid,
+            duplicates=self.duplicates,
+            records=self.records,
+            pages=self.pages,
+            requests=self.requests,
+            retries=self.retries,
+            throttles=self.throttles,
+            elapsed=time.monotonic() - self.started,
+            rate=rate,
+            finished=self.finished,
+        )

@@ -1,0 +1,204 @@
+"""The single writer: the one task that consumes results, writes files and commits state.
+
+Group commit: the writer commits when its input runs dry (the commit is then free), and at
+least every ``commit_records`` records or ``commit_seconds`` seconds under load. A commit is
+"fsync the record files, then one sqlite transaction", run off the event loop. On cancellation
+the writer commits what it has written, shielded, so a stopped run keeps all of its work.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from bulkopens._exceptions import ContactError
+from bulkopens._files import RecordFiles
+from bulkopens._pagination import PageBatch, line_hash, line_of
+from bulkopens._state import DONE, FAILED, GONE, AsyncStore, ContactMark, FileMark
+from bulkopens._stats import Stats
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFailed:
+    """A contact that could not be fetched; its committed cursor stays where it was."""
+
+    contact_id: str
+    error: ContactError
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidInput:
+    """An input line that is not a contact id (shortened for the report)."""
+
+    raw: str
+
+
+Result = PageBatch | ContactFailed | InvalidInput
+
+
+class Sink(Protocol):
+    async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None: ...
+
+
+def _failure_mark(error: ContactError) -> ContactMark:
+    return ContactMark(
+        status=GONE if error.permanent else FAILED,
+        http_status=error.status,
+        error_key=error.error_key,
+        error=str(error),
+    )
+
+
+class FileSink:
+    """Writes records to the report's files and commits progress to the store."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        files: RecordFiles,
+        stats: Stats,
+        *,
+        commit_records: int,
+        commit_seconds: float,
+        durable: bool,
+    ) -> None:
+        self._store = store
+        self._files = files
+        self._stats = stats
+        self._commit_records = commit_records
+        self._commit_seconds = commit_seconds
+        self._durable = durable
+        self._marks: dict[str, ContactMark] = {}
+        self._invalid: list[str] = []
+        self._records = 0  # since the last commit
+        self._oldest: str | None = None
+        self._newest: str | None = None
+        self._last_commit = time.monotonic()
+        self.commits = 0
+
+    async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
+        """Apply every result in order; return when every sender is closed."""
+        try:
+            async with results:
+                while True:
+                    try:
+                        item = results.receive_nowait()
+                    except anyio.WouldBlock:
+                        if self._dirty:
+                            await self.commit()  # idle: the commit costs no throughput
+                        try:
+                            item = await results.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
+                    self._apply(item)
+                    if self._records >= self._commit_records or (
+                        time.monotonic() - self._last_commit >= self._commit_seconds and self._dirty
+                    ):
+                        await self.commit()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.commit()
+                self._files.close()
+
+    @property
+    def _dirty(self) -> bool:
+        return bool(self._marks or self._invalid or self._records)
+
+    def _apply(self, item: Result) -> None:
+        # No await in here: a result is applied whole or not at all, even under cancellation.
+        stats = self._stats
+        if isinstance(item, PageBatch):
+            mark = self._marks.get(item.contact_id)
+            if mark is None:
+                work = item.work
+                mark = ContactMark(
+                    newest=work.newest if work else None,
+                    newest_seen=work.newest_seen if work else frozenset(),
+                )
+                self._marks[item.contact_id] = mark
+            if item.records:
+                self._files.write([line_of(r) for r in item.records])
+                n = len(item.records)
+                self._records += n
+                stats.records += n
+            _merge_newest(mark, item)
+            if item.newest is not None and (self._newest is None or item.newest > self._newest):
+                self._newest = item.newest
+            if item.oldest is not None and (self._oldest is None or item.oldest < self._oldest):
+                self._oldest = item.oldest
+            mark.cursor = item.next_link
+            if item.next_link is None:
+                mark.status = DONE
+                stats.contacts_done += 1
+        elif isinstance(item, ContactFailed):
+            previous = self._marks.get(item.contact_id)
+            mark = _failure_mark(item.error)
+            if previous is not None:
+                mark.cursor, mark.newest = previous.cursor, previous.newest
+                mark.newest_seen = previous.newest_seen
+            self._marks[item.contact_id] = mark
+            stats.contacts_failed += 1
+        else:
+            self._invalid.append(item.raw)
+
+    async def commit(self) -> None:
+        """Make everything written so far durable, then record it in the store."""
+        if not self._dirty:
+            return
+        marks, self._marks = self._marks, {}
+        invalid, self._invalid = self._invalid, []
+        records, self._records = self._records, 0
+        oldest, newest, self._oldest, self._newest = self._oldest, self._newest, None, None
+        run = self._store.run
+
+        def work() -> None:
+            synced = self._files.sync(self._durable)
+            files = [FileMark(name, run, length, n) for name, length, n in synced]
+            self._store.sync.commit(files, marks, invalid, records, oldest, newest)
+
+        await self._store.call(work)
+        self._last_commit = time.monotonic()
+        self.commits += 1
+
+
+def _merge_newest(mark: ContactMark, batch: PageBatch) -> None:
+    """Keep the newest activity time written for a contact, and the lines dated exactly then."""
+    if batch.newest is None:
+        return
+    hashes = frozenset(line_hash(line) for line in batch.newest_lines)
+    if mark.newest is None or batch.newest > mark.newest:
+        mark.newest, mark.newest_seen = batch.newest, hashes
+    elif batch.newest == mark.newest:
+        mark.newest_seen = mark.newest_seen | hashes
+
+
+class StreamSink:
+    """Hands records to an in-process consumer (the async iterator), with backpressure."""
+
+    def __init__(self, out: ObjectSendStream[dict[str, Any]], stats: Stats) -> None:
+        self._out = out
+        self._stats = stats
+        self.failures: list[ContactFailed] = []
+        self.invalid: list[str] = []
+
+    async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
+        async with results:
+            async for item in results:
+                if isinstance(item, PageBatch):
+                    for record in item.records:
+                        await self._out.send(record)
+                    self._stats.records += len(item.records)
+                    if item.next_link is None:
+                        self._stats.contacts_done += 1
+                elif isinstance(item, ContactFailed):
+                    self.failures.append(item)
+                    self._stats.contacts_failed += 1
+                else:
+                    self.invalid.append(item.raw)
