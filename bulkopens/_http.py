@@ -102,12 +102,12 @@ class Transport:
                 self.responses[status] = self.responses.get(status, 0) + 1
                 body = await response.read()
                 retry_after = response.headers.get("Retry-After")
+        except TimeoutError:  # also aiohttp's socket read/connect timeouts
+            raise TransientError(f"timed out waiting for {where}") from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             raise TransientError(f"connection broke during {where}: {type(exc).__name__}") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientOSError) as exc:
             raise TransientError(f"connection failed for {where}: {type(exc).__name__}") from None
-        except TimeoutError:
-            raise TransientError(f"timed out waiting for {where}") from None
         except aiohttp.InvalidURL:
             raise ConfigurationError(f"invalid request URL for {where}") from None
         except aiohttp.ClientError as exc:

@@ -77,16 +77,13 @@ def resolve_next(base: URL, next_link: str) -> URL:
     are not sent again, and any credential the link carried is dropped (ours is added later).
     """
     link = URL(next_link)
-    if link.is_absolute() or link.scheme:
-        if link.origin() != base.origin():
-            raise ForeignNextLink(f"next_link points at another host ({link.host}); not followed")
-        url = link
-    else:
-        prefix = base.path.rstrip("/")
-        path = link.path if link.path.startswith("/") else "/" + link.path
-        if prefix and not path.startswith(prefix + "/"):
-            path = prefix + path
-        url = base.with_path(path, encoded=False).with_query(link.raw_query_string)
+    prefix = base.path.rstrip("/")
+    if link.host is None and prefix and not link.path.startswith(prefix + "/"):
+        query = f"?{link.raw_query_string}" if link.raw_query_string else ""
+        link = URL(prefix + "/" + link.raw_path.lstrip("/") + query, encoded=True)
+    url = base.join(link)
+    if url.origin() != base.origin():
+        raise ForeignNextLink(f"next_link points at another host ({url.host}); not followed")
     if any(p in url.query for p in _CREDENTIAL_PARAMS):
         url = url.without_query_params(*_CREDENTIAL_PARAMS)
     return url

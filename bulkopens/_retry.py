@@ -44,7 +44,7 @@ class RetryPolicy:
 class PageFetcher:
     """Fetches one page: pacer slot, request, and the retry and throttle policy around them."""
 
-    __slots__ = ("_pacer", "_policy", "_sleep", "_stats", "_transport")
+    __slots__ = ("_pacer", "_policy", "_retry", "_sleep", "_stats", "_stop", "_transport", "_wait")
 
     def __init__(
         self,
@@ -60,6 +60,12 @@ class PageFetcher:
         self._policy = policy
         self._stats = stats
         self._sleep = sleep
+        # The strategies are immutable and shared; one AsyncRetrying per call holds the state.
+        self._retry = retry_if_exception_type(TransientError)
+        self._stop = stop_after_attempt(policy.max_retries + 1)
+        self._wait = wait_exponential_jitter(
+            multiplier=policy.initial, max=policy.maximum, exp_base=2, jitter=policy.jitter
+        ) + wait_exception(_server_wait)
 
     async def fetch(self, url: URL) -> Page:
         """The page at ``url``; RetriesExhausted when transient failures outlast the budget.
@@ -68,10 +74,9 @@ class PageFetcher:
         """
         policy = self._policy
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(policy.max_retries + 1),
-            wait=wait_exponential_jitter(policy.initial, policy.maximum, 2, policy.jitter)
-            + wait_exception(_server_wait),
+            retry=self._retry,
+            stop=self._stop,
+            wait=self._wait,
             sleep=self._sleep,
             before_sleep=self._count_retry,
             reraise=True,

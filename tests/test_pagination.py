@@ -1,0 +1,174 @@
+"""Walking one contact's pages, with a fake fetcher: no network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from yarl import URL
+
+from bulkopens._exceptions import ForeignNextLink
+from bulkopens._http import Page
+from bulkopens._pagination import PageBatch, Work, first_url, line_hash, line_of, resolve_next, walk
+from bulkopens._reports import REPORTS
+
+BASE = URL("https://api.constantcontact.com")
+OPENS = REPORTS["opens"]
+
+
+def rec(cid: str, stamp: str, campaign: str = "1100394165287") -> dict[str, Any]:
+    return {
+        "activity_type": "EMAIL_OPEN",
+        "campaign_id": campaign,
+        "contact_id": cid,
+        "email_address": f"c{cid}@example.com",
+        "open_date": stamp,
+    }
+
+
+class FakeFetcher:
+    def __init__(self, pages: dict[str, Page]) -> None:
+        self.pages = pages
+        self.urls: list[URL] = []
+
+    async def fetch(self, url: URL) -> Page:
+        self.urls.append(url)
+        return self.pages[str(url.relative())]
+
+
+async def collect(fetcher: FakeFetcher, work: Work, page_size: int = 500) -> list[PageBatch]:
+    return [b async for b in walk(fetcher, BASE, OPENS, work, page_size)]
+
+
+def test_first_url_sends_limit_and_created_since() -> None:
+    url = first_url(BASE, OPENS, Work("42", since="2024-01-01T00:00:00.000Z"), 500)
+    assert url.path == "/v2/contacts/42/tracking/opens"
+    assert url.query == {"limit": "500", "created_since": "2024-01-01T00:00:00.000Z"}
+    assert "created_since" not in first_url(BASE, OPENS, Work("42"), 7).query
+
+
+def test_all_report_path() -> None:
+    url = first_url(BASE, REPORTS["all"], Work("42"), 500)
+    assert url.path == "/v2/contacts/42/tracking"
+
+
+def test_next_link_joined_to_base_without_limit_or_since() -> None:
+    url = resolve_next(BASE, "/v2/contacts/1/tracking/opens?next=c3RhcnRBdD0zJmxpbWl0PTI")
+    assert str(url) == (
+        "https://api.constantcontact.com/v2/contacts/1/tracking/opens?next=c3RhcnRBdD0zJmxpbWl0PTI"
+    )
+
+
+def test_next_token_with_plus_and_slash_is_kept_verbatim() -> None:
+    url = resolve_next(BASE, "/v2/contacts/1/tracking/opens?next=ab+c/d%2Be")
+    assert url.raw_query_string == "next=ab+c/d%2Be"
+
+
+def test_next_link_keeps_a_proxy_prefix() -> None:
+    base = URL("http://proxy.local/ctct")
+    assert resolve_next(base, "/v2/x?next=1").path == "/ctct/v2/x"
+    assert resolve_next(base, "/ctct/v2/x?next=1").path == "/ctct/v2/x"
+
+
+def test_credentials_in_a_next_link_are_dropped() -> None:
+    url = resolve_next(BASE, "/v2/x?next=1&api_key=theirs")
+    assert "api_key" not in url.query
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://evil.example.com/v2/contacts/1/tracking/opens?next=x",
+        "//evil.example.com/v2/contacts/1/tracking/opens?next=x",
+        "http://api.constantcontact.com/v2/x?next=1",  # same host, other scheme
+        "https://api.constantcontact.com:8443/v2/x?next=1",
+    ],
+)
+def test_next_link_to_another_origin_is_refused(link: str) -> None:
+    with pytest.raises(ForeignNextLink):
+        resolve_next(BASE, link)
+
+
+def test_absolute_next_link_to_the_same_origin_is_followed() -> None:
+    url = resolve_next(BASE, "https://api.constantcontact.com/v2/x?next=1")
+    assert url.path == "/v2/x"
+
+
+async def test_walk_follows_every_page_in_order() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=2"
+    p2 = "/v2/contacts/7/tracking/opens?next=A"
+    p3 = "/v2/contacts/7/tracking/opens?next=B"
+    fetcher = FakeFetcher(
+        {
+            p1: Page(
+                [rec("7", "2024-01-03T00:00:00.000Z"), rec("7", "2024-01-02T00:00:00.000Z")], p2
+            ),
+            p2: Page([rec("7", "2024-01-01T00:00:00.000Z")], p3),
+            p3: Page([rec("7", "2023-12-31T00:00:00.000Z")], None),
+        }
+    )
+    batches = await collect(fetcher, Work("7"), page_size=2)
+    assert [len(b.records) for b in batches] == [2, 1, 1]
+    assert [b.next_link for b in batches] == [p2, p3, None]
+    assert batches[0].newest == "2024-01-03T00:00:00.000Z"
+    assert batches[0].oldest == "2024-01-02T00:00:00.000Z"
+    assert [str(u.relative()) for u in fetcher.urls] == [p1, p2, p3]
+
+
+async def test_walk_resumes_from_a_cursor() -> None:
+    p2 = "/v2/contacts/7/tracking/opens?next=A"
+    fetcher = FakeFetcher({p2: Page([rec("7", "2024-01-01T00:00:00.000Z")], None)})
+    batches = await collect(fetcher, Work("7", cursor=p2))
+    assert len(batches) == 1
+    assert [str(u.relative()) for u in fetcher.urls] == [p2]
+
+
+async def test_walk_stops_on_an_empty_page_and_on_a_repeated_link() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    loop = "/v2/contacts/7/tracking/opens?next=LOOP"
+    fetcher = FakeFetcher(
+        {
+            p1: Page([rec("7", "2024-01-01T00:00:00.000Z")], loop),
+            loop: Page([rec("7", "2023-01-01T00:00:00.000Z")], loop),
+        }
+    )
+    batches = await collect(fetcher, Work("7"))
+    assert [b.next_link for b in batches] == [loop, None]
+    empty = FakeFetcher({p1: Page([], "/v2/contacts/7/tracking/opens?next=MORE")})
+    assert [b.next_link for b in await collect(empty, Work("7"))] == [None]
+
+
+async def test_foreign_next_link_fails_after_keeping_the_page() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    fetcher = FakeFetcher(
+        {p1: Page([rec("7", "2024-01-01T00:00:00.000Z")], "https://evil.test/x?next=1")}
+    )
+    seen: list[PageBatch] = []
+
+    async def consume() -> None:
+        async for batch in walk(fetcher, BASE, OPENS, Work("7"), 500):
+            seen.append(batch)
+
+    with pytest.raises(ForeignNextLink):
+        await consume()
+    assert len(seen) == 1
+    assert len(fetcher.urls) == 1
+
+
+async def test_records_already_written_at_the_since_boundary_are_dropped() -> None:
+    boundary = "2024-01-01T00:00:00.000Z"
+    old = rec("7", boundary, campaign="1")
+    new_same_instant = rec("7", boundary, campaign="2")
+    newer = rec("7", "2024-02-01T00:00:00.000Z")
+    p1 = "/v2/contacts/7/tracking/opens?limit=500&created_since=2024-01-01T00:00:00.000Z"
+    fetcher = FakeFetcher({p1: Page([newer, new_same_instant, old], None)})
+    work = Work("7", since=boundary, seen_at_since=frozenset({line_hash(line_of(old))}))
+    (batch,) = await collect(fetcher, work)
+    assert batch.records == [newer, new_same_instant]
+    assert batch.newest == "2024-02-01T00:00:00.000Z"
+    assert batch.newest_lines == [line_of(newer)]
+
+
+def test_line_keeps_fields_in_api_order() -> None:
+    record = {"z": 1, "a": "x", "campaign_id": 1100394165287}
+    assert line_of(record) == b'{"z":1,"a":"x","campaign_id":1100394165287}\n'

@@ -1,0 +1,111 @@
+"""The pacer on a virtual clock: no real sleeping, exact times."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import pytest
+
+from bulkopens._ratelimit import MAX_SLOWDOWN, SAFETY_MARGIN, Pacer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    """The most starts in any half-open window [t, t + window) that begins at a start."""
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, sum(1 for t in times[i:] if t < start + window))
+    return best
+
+
+async def grant_times(pacer: Pacer, clock: FakeClock, n: int, workers: int = 8) -> list[float]:
+    times: list[float] = []
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await pacer.acquire()
+            times.append(clock.now)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(workers):
+            tg.start_soon(worker, n // workers + (1 if i < n % workers else 0))
+    return times
+
+
+@pytest.mark.parametrize("rate", [1.0, 4.0, 10.0, 2.5])
+async def test_no_one_second_window_holds_more_than_rate_starts(rate: float) -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate, clock=clock, sleep=clock.sleep)
+    times = await grant_times(pacer, clock, 200)
+    assert len(times) == 200
+    # a whole-number rate is a hard cap per 1 s window; a fractional one is an average
+    assert max_in_any_window(times) <= math.ceil(rate)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= (1 + SAFETY_MARGIN) / rate - 1e-9
+    # and it is not needlessly slow: the whole run is within 1% + one interval of ideal
+    assert times[-1] - times[0] <= 199 * (1 + SAFETY_MARGIN) / rate + 1e-6
+
+
+async def test_no_initial_burst() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, clock=clock, sleep=clock.sleep)
+    times = await grant_times(pacer, clock, 8, workers=8)
+    assert times[0] == 1000.0
+    assert times[1] > 1000.25  # aiolimiter's AsyncLimiter(4, 1) would let 4 through at once
+
+
+async def test_throttle_pauses_every_caller_and_slows_down() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, clock=clock, sleep=clock.sleep)
+    await pacer.acquire()
+    base_rate = pacer.rate
+    pacer.throttled(2.0)
+    assert pacer.rate == pytest.approx(base_rate / 1.25)
+    paused_at = clock.now
+    times = await grant_times(pacer, clock, 4, workers=4)
+    assert min(times) >= paused_at + 2.0
+
+
+async def test_slowdown_is_capped_and_recovers() -> None:
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
+    base = pacer.rate
+    for _ in range(50):
+        pacer.throttled(0.0)
+    assert pacer.rate == pytest.approx(base / MAX_SLOWDOWN)
+    await grant_times(pacer, clock, 2000, workers=4)
+    assert pacer.rate == pytest.approx(base)
+
+
+async def test_unlimited_rate_never_sleeps() -> None:
+    clock = FakeClock()
+    pacer = Pacer(0, clock=clock, sleep=clock.sleep)
+    await grant_times(pacer, clock, 100)
+    assert clock.sleeps == []
+    assert pacer.grants == 100
+    pacer.throttled(1.5)  # a throttle still pauses an unlimited pacer
+    await pacer.acquire()
+    assert clock.sleeps == [pytest.approx(1.5)]
+
+
+async def test_cancelled_waiter_gives_its_slot_up() -> None:
+    pacer = Pacer(2)  # real clock: the first grant is immediate, the second waits ~0.5 s
+    await pacer.acquire()
+    with anyio.move_on_after(0.01):
+        await pacer.acquire()
+    assert pacer.grants == 1
+    assert "rate=" in repr(pacer)
