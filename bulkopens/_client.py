@@ -101,8 +101,10 @@ class Client:
         tg, self._tg = self._tg, None
         try:
             if tg is not None:
-                tg.cancel_scope.cancel()  # iterators the caller left open
-                await tg.__aexit__(exc_type, exc, tb)
+                # Stop the iterators the caller left open. Their tasks never raise, so the group
+                # exits cleanly, and the caller's own exception propagates unwrapped.
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
         finally:
             if self._own_session and self._session is not None:
                 with anyio.CancelScope(shield=True):
@@ -347,6 +349,7 @@ class RecordStream:
         try:
             record: dict[str, Any] = await self._rx.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._rx.close()
             if self._error is not None:
                 raise self._error from None
             raise StopAsyncIteration from None

@@ -1,0 +1,104 @@
+"""The simulator's settings: one frozen, validated dataclass.
+
+Contract: constructing a :class:`SimConfig` with an out-of-range value raises ``ValueError``
+naming the field, so a running simulator never sees an invalid setting. The secrets
+(``api_keys``, ``tokens``) are kept out of ``repr``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+#: Largest dataset the simulator is designed for (contact ids are "1".."contacts").
+MAX_CONTACTS = 100_000_000
+#: Largest number of SENT campaigns (timestamps reserve one residue per campaign, see _data).
+MAX_CAMPAIGNS = 10_000
+
+_FRACTIONS = (
+    "heavy_fraction",
+    "empty_fraction",
+    "slow_rate",
+    "error_rate",
+    "reset_rate",
+    "truncate_rate",
+)
+_NON_NEGATIVE = ("rate_per_second", "latency_ms", "jitter_ms", "slow_seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """How the simulated Constant Contact v2 tracking API behaves.
+
+    Dataset: ``seed``, ``contacts`` (ids "1".."contacts"), ``campaigns`` (SENT ones; three
+    more DRAFT/SCHEDULED campaigns without tracking data are always added),
+    ``heavy_fraction`` (contacts with 1,000-3,000 opens) and ``empty_fraction`` (contacts
+    with no activity at all).
+
+    Access: ``api_keys`` and ``tokens`` accepted; per api_key ``rate_per_second`` (sliding
+    1-second window, 0 = unlimited) and ``daily_quota`` (per UTC day, 0 = unlimited),
+    rejected in ``limit_style`` "429" (v3 style) or "403" (v2 Mashery style), with a
+    ``Retry-After`` header only when ``retry_after`` is set.
+
+    Faults (each a share of answers in 0..1, drawn per request from a seeded hash):
+    ``slow_rate`` (+``slow_seconds``), ``error_rate`` (5xx), ``reset_rate`` (connection reset
+    mid-body), ``truncate_rate`` (200 with a cut JSON body); plus ``latency_ms`` ±
+    ``jitter_ms`` on every answer.
+    """
+
+    seed: int = 1
+    contacts: int = 1000
+    campaigns: int = 30
+    heavy_fraction: float = 0.01
+    empty_fraction: float = 0.0
+    api_keys: tuple[str, ...] = field(default=("demo-key",), repr=False)
+    tokens: tuple[str, ...] = field(default=("demo-token",), repr=False)
+    rate_per_second: float = 4.0
+    daily_quota: int = 10_000
+    limit_style: Literal["429", "403"] = "429"
+    retry_after: float | None = None
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    slow_rate: float = 0.0
+    slow_seconds: float = 5.0
+    error_rate: float = 0.0
+    reset_rate: float = 0.0
+    truncate_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.contacts <= MAX_CONTACTS:
+            raise ValueError(f"contacts must be in 1..{MAX_CONTACTS}")
+        if not 0 <= self.campaigns <= MAX_CAMPAIGNS:
+            raise ValueError(f"campaigns must be in 0..{MAX_CAMPAIGNS}")
+        for name in _FRACTIONS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be a number in 0..1")
+        for name in _NON_NEGATIVE:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0")
+        if self.daily_quota < 0:
+            raise ValueError("daily_quota must be >= 0")
+        if self.limit_style not in ("429", "403"):
+            raise ValueError("limit_style must be '429' or '403'")
+        if self.retry_after is not None and not (
+            math.isfinite(self.retry_after) and self.retry_after >= 0
+        ):
+            raise ValueError("retry_after must be a finite number >= 0 or None")
+        for name in ("api_keys", "tokens"):
+            values = getattr(self, name)
+            if not values or not all(isinstance(v, str) and v for v in values):
+                raise ValueError(f"{name} must hold at least one non-empty string")
+
+    @property
+    def has_faults(self) -> bool:
+        """True when any answer may be delayed at random, failed, reset or truncated."""
+        return (
+            self.jitter_ms > 0
+            or self.slow_rate > 0
+            or self.error_rate > 0
+            or self.reset_rate > 0
+            or self.truncate_rate > 0
+        )
