@@ -260,6 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bulkopens: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Our output went to a pipe that closed (| head). Nothing is lost: exit quietly.
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+        return EXIT_INTERRUPTED
 
 
 def _secret(flag: str | None, env: str) -> str:

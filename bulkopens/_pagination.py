@@ -45,7 +45,9 @@ class PageBatch:
 
     contact_id: str
     records: list[dict[str, Any]]
-    next_link: str | None  # the cursor after this page; None when the contact is complete
+    # The cursor after this page: the next page's path and query, without credentials, so it
+    # is safe to store; None when the contact is complete.
+    next_link: str | None
     newest: str | None = None  # newest canonical activity time on this page
     oldest: str | None = None  # oldest canonical activity time on this page
     newest_lines: list[bytes] = field(default_factory=list)  # the records dated ``newest``
@@ -101,18 +103,26 @@ async def walk(
     url = (
         resolve_next(base, work.cursor) if work.cursor else first_url(base, report, work, page_size)
     )
-    current = work.cursor
     while True:
         page = await fetcher.fetch(url)
-        next_link = page.next_link
-        if not page.results or next_link == current:
-            next_link = None
-        batch = _batch(work, report, page.results, next_link)
-        yield batch
-        if next_link is None:
+        cursor: str | None = None
+        foreign: ForeignNextLink | None = None
+        if page.results and page.next_link:
+            try:
+                next_url = resolve_next(base, page.next_link)
+            except ForeignNextLink as exc:
+                # Keep the page, remember where it pointed (minus any credential), then fail.
+                foreign = exc
+                cursor = str(URL(page.next_link).without_query_params(*_CREDENTIAL_PARAMS))
+            else:
+                if next_url != url:  # a link to the page we just read would loop forever
+                    cursor = str(next_url.relative())
+        yield _batch(work, report, page.results, cursor)
+        if foreign is not None:
+            raise foreign
+        if cursor is None:
             return
-        url = resolve_next(base, next_link)  # after the yield: the page itself is good
-        current = next_link
+        url = next_url
 
 
 def _batch(

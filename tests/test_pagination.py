@@ -172,3 +172,30 @@ async def test_records_already_written_at_the_since_boundary_are_dropped() -> No
 def test_line_keeps_fields_in_api_order() -> None:
     record = {"z": 1, "a": "x", "campaign_id": 1100394165287}
     assert line_of(record) == b'{"z":1,"a":"x","campaign_id":1100394165287}\n'
+
+
+async def test_a_cursor_never_carries_a_credential() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    leaky = "/v2/contacts/7/tracking/opens?next=Z&api_key=SECRET-KEY"
+    fetcher = FakeFetcher(
+        {
+            p1: Page([rec("7", "2024-01-01T00:00:00.000Z")], leaky),
+            "/v2/contacts/7/tracking/opens?next=Z": Page([], None),
+        }
+    )
+    batches = await collect(fetcher, Work("7"))
+    assert batches[0].next_link == "/v2/contacts/7/tracking/opens?next=Z"
+
+
+async def test_a_foreign_cursor_is_kept_without_credentials() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    page = Page([rec("7", "2024-01-01T00:00:00.000Z")], "https://evil.test/x?next=1&api_key=S")
+    batches: list[PageBatch] = []
+
+    async def consume() -> None:
+        async for batch in walk(FakeFetcher({p1: page}), BASE, OPENS, Work("7"), 500):
+            batches.append(batch)
+
+    with pytest.raises(ForeignNextLink):
+        await consume()
+    assert batches[0].next_link == "https://evil.test/x?next=1"
