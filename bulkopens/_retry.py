@@ -72,6 +72,10 @@ class PageFetcher:
 
         Run-stopping errors and per-contact errors from the transport pass through untouched.
         """
+        try:  # the common case: one attempt, no retry machinery on the hot path
+            return await self._attempt(url)
+        except TransientError as exc:
+            failed: TransientError | None = exc
         policy = self._policy
         retrying = AsyncRetrying(
             retry=self._retry,
@@ -84,6 +88,9 @@ class PageFetcher:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if failed is not None:  # tenacity's attempt 1 is the one that just failed
+                        first, failed = failed, None
+                        raise first
                     return await self._attempt(url)
         except TransientError as exc:
             raise RetriesExhausted(

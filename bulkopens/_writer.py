@@ -40,6 +40,9 @@ class InvalidInput:
 
 Result = PageBatch | ContactFailed | InvalidInput
 
+# Idle commits are at least this far apart, so a fast run does not fsync after every page.
+_MIN_COMMIT_GAP = 0.2
+
 
 class Sink(Protocol):
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None: ...
@@ -86,17 +89,20 @@ class FileSink:
         try:
             async with results:
                 while True:
+                    item: Result | None
                     try:
                         item = results.receive_nowait()
                     except anyio.WouldBlock:
-                        if self._dirty:
-                            await self.commit()  # idle: the commit costs no throughput
-                        try:
-                            item = await results.receive()
-                        except anyio.EndOfStream:
-                            break
+                        item = None
                     except anyio.EndOfStream:
                         break
+                    if item is None:
+                        try:
+                            item = await self._receive_or_commit(results)
+                        except anyio.EndOfStream:
+                            break
+                        if item is None:
+                            continue
                     self._apply(item)
                     if self._records >= self._commit_records or (
                         time.monotonic() - self._last_commit >= self._commit_seconds and self._dirty
@@ -106,6 +112,22 @@ class FileSink:
             with anyio.CancelScope(shield=True):
                 await self.commit()
                 self._files.close()
+
+    async def _receive_or_commit(self, results: MemoryObjectReceiveStream[Result]) -> Result | None:
+        """The next result; or, when idle with uncommitted work, a commit (and None).
+
+        Idle commits cost no throughput, but they are kept _MIN_COMMIT_GAP apart.
+        Raises EndOfStream when every sender is closed.
+        """
+        if not self._dirty:
+            return await results.receive()
+        wait = self._last_commit + _MIN_COMMIT_GAP - time.monotonic()
+        if wait <= 0:
+            await self.commit()
+            return None
+        with anyio.move_on_after(wait):
+            return await results.receive()
+        return None
 
     @property
     def _dirty(self) -> bool:
