@@ -24,7 +24,7 @@ def demo_config(contacts: int, seed: int) -> SimConfig:
         heavy_fraction=0.004,
         api_keys=(DEMO_KEY,),
         tokens=(DEMO_TOKEN,),
-        rate_per_second=150.0,
+        rate_per_second=100.0,
         daily_quota=0,
         latency_ms=8.0,
         jitter_ms=6.0,
@@ -73,13 +73,13 @@ def run_demo(args: argparse.Namespace) -> int:
         api_key=DEMO_KEY,
         token=DEMO_TOKEN,
         base_url=f"http://127.0.0.1:{port}",
-        rate=160.0,
+        rate=115.0,
         fresh=True,
         quiet=args.quiet,
     )
     banner = (
         f"bulkopens demo: a simulated account of {args.contacts:,} contacts at "
-        f"http://127.0.0.1:{port} (150 requests/s allowed; faults injected)\n"
+        f"http://127.0.0.1:{port} (100 requests/s allowed; faults injected)\n"
         f"fetching their opens into {out}/ ..."
     )
     code = run_fetch(fetch_args, banner=banner, around=simulator)

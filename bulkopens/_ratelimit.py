@@ -90,10 +90,16 @@ class Pacer:
                 self._clean_grants = 0
 
     def throttled(self, wait: float) -> None:
-        """The API said "too fast": pause every caller for ``wait`` seconds and slow down."""
-        self._paused_until = max(self._paused_until, self._clock() + wait)
+        """The API said "too fast": pause every caller for ``wait`` seconds and slow down.
+
+        Throttles that arrive while a pause is on answer requests sent before it began: they
+        extend the pause but do not slow the pacer down again (one step per congestion event).
+        """
+        now = self._clock()
+        already_paused = now < self._paused_until
+        self._paused_until = max(self._paused_until, now + wait)
         self._clean_grants = 0
-        if self._base_interval:
+        if self._base_interval and not already_paused:
             self._interval = min(self._base_interval * MAX_SLOWDOWN, self._interval * _STRETCH)
 
     def __repr__(self) -> str:

@@ -86,7 +86,8 @@ async def test_slowdown_is_capped_and_recovers() -> None:
     pacer = Pacer(10, clock=clock, sleep=clock.sleep)
     base = pacer.rate
     for _ in range(50):
-        pacer.throttled(0.0)
+        pacer.throttled(0.1)
+        clock.now += 0.2  # each throttle is a new congestion event
     assert pacer.rate == pytest.approx(base / MAX_SLOWDOWN)
     await grant_times(pacer, clock, 2000, workers=4)
     assert pacer.rate == pytest.approx(base)
@@ -110,3 +111,12 @@ async def test_cancelled_waiter_gives_its_slot_up() -> None:
         await pacer.acquire()
     assert pacer.grants == 1
     assert "rate=" in repr(pacer)
+
+
+async def test_throttles_during_a_pause_slow_down_once() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, clock=clock, sleep=clock.sleep)
+    base = pacer.rate
+    for _ in range(5):  # answers to requests that were in flight when the first came back
+        pacer.throttled(1.0)
+    assert pacer.rate == pytest.approx(base / 1.25)
