@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import orjson
 
 from bulkopens._reports import REPORTS
-from bulkopens._state import STATE_DIR, Store
+from bulkopens._state import Store
 
 SUMMARY = "summary.json"
 ERRORS = "errors.ndjson"
@@ -80,8 +79,10 @@ def write_artifacts(out: Path, store: Store, summary: Summary) -> None:
 
 
 def remove_outputs(out: Path) -> None:
-    """``--fresh``: delete what earlier runs left in ``out`` (only bulkopens' own files)."""
-    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    """``--fresh``: delete the files earlier runs left in ``out`` (only bulkopens' own).
+
+    The state in ``.bulkopens/`` is the store's to reset, under its lock.
+    """
     ours = re.compile(rf"(?:{'|'.join(REPORTS)})-\d{{5,}}\.ndjson")
     for path in out.glob("*.ndjson"):
         if path.name == ERRORS or ours.fullmatch(path.name):

@@ -312,7 +312,12 @@ def run_fetch(
     if banner and not args.quiet:
         print(banner, file=sys.stderr)
     try:
-        summary = anyio.run(_fetch, client, source, args, around)
+        try:
+            summary = anyio.run(_fetch, client, source, args, around)
+        finally:
+            # Everything is committed from here on: a Ctrl-C now simply ends the process.
+            signal.signal(signal.SIGINT, _exit_interrupted)
+            signal.signal(signal.SIGTERM, _exit_interrupted)
     except KeyboardInterrupt:
         print("bulkopens: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -407,6 +412,10 @@ async def _watch_signals(scope: anyio.CancelScope, quiet: bool) -> None:
                 flush=True,
             )
             scope.cancel()
+
+
+def _exit_interrupted(_signum: int, _frame: object) -> None:
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:

@@ -164,7 +164,7 @@ class Client:
             max_file_bytes=max_file_bytes or self._settings.max_file_bytes,
         )
         out = Path(out_dir)
-        await anyio.to_thread.run_sync(_prepare_out, out, fresh)
+        await anyio.to_thread.run_sync(_prepare_out, out)
         fingerprint = {
             "report": settings.report,
             "since": settings.since,
@@ -178,12 +178,15 @@ class Client:
                     incremental=incremental,
                     since=settings.since,
                     durable=settings.durable,
+                    fresh=fresh,
                 )
             )
         )
         stats = Stats(contacts_total=contacts_total)
         status, error = "interrupted", None
         try:
+            if fresh:
+                await store.call(remove_outputs, out)
             files = RecordFiles(out, settings.report, max_bytes=settings.max_file_bytes)
             await store.call(files.recover, store.sync.committed_files())
             sink = FileSink(
@@ -236,7 +239,7 @@ class Client:
         return summary
 
 
-def _prepare_out(out: Path, fresh: bool) -> None:
+def _prepare_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".bulkopens-write-test"
@@ -244,8 +247,6 @@ def _prepare_out(out: Path, fresh: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigurationError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    if fresh:
-        remove_outputs(out)
 
 
 def _finish(

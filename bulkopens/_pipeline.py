@@ -203,7 +203,8 @@ async def _work(
                         stats.pages += 1
                         await results.send(page)
             except ContactError as exc:
-                await results.send(ContactFailed(work.contact_id, exc.for_contact(work.contact_id)))
+                error = exc.for_contact(work.contact_id)
+                await results.send(ContactFailed(work.contact_id, error, work))
             except RunStopped as exc:
                 stopper.stop(exc)
                 return

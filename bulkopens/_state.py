@@ -116,11 +116,13 @@ class Store:
         incremental: bool = False,
         since: str | None = None,
         durable: bool = True,
+        fresh: bool = False,
     ) -> Store:
         """Open (or create) the state in ``directory``, lock it, and start an attempt.
 
-        Raises ConfigurationError when another process holds the lock, when the state was
-        made with other settings (``fingerprint``), or by another schema version.
+        ``fresh`` forgets the earlier state (after taking the lock). Raises ConfigurationError
+        when another process holds the lock, when the state was made with other settings
+        (``fingerprint``), or by another schema version.
         """
         state_dir = directory / STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,9 @@ class Store:
                 f"another bulkopens run is using {directory}; wait for it or use another --out"
             ) from None
         try:
+            if fresh:  # only once we hold the lock: never pull the state from under a run
+                for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
+                    (state_dir / name).unlink(missing_ok=True)
             db = sqlite3.connect(state_dir / "state.sqlite3", check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is enough: record files are fsynced before each commit, so losing the last

@@ -18,7 +18,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulkopens._exceptions import ContactError
 from bulkopens._files import RecordFiles
-from bulkopens._pagination import PageBatch, line_hash, line_of
+from bulkopens._pagination import PageBatch, Work, line_hash, line_of
 from bulkopens._state import DONE, FAILED, GONE, AsyncStore, ContactMark, FileMark
 from bulkopens._stats import Stats
 
@@ -29,6 +29,7 @@ class ContactFailed:
 
     contact_id: str
     error: ContactError
+    work: Work | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,10 @@ class FileSink:
         self._commit_records = commit_records
         self._commit_seconds = commit_seconds
         self._durable = durable
-        self._marks: dict[str, ContactMark] = {}
+        # Contacts in progress keep their mark across commits (a commit must never move a
+        # contact's cursor or newest time backwards); _changed is what the next commit writes.
+        self._active: dict[str, ContactMark] = {}
+        self._changed: dict[str, ContactMark] = {}
         self._invalid: list[str] = []
         self._records = 0  # since the last commit
         self._oldest: str | None = None
@@ -131,20 +135,26 @@ class FileSink:
 
     @property
     def _dirty(self) -> bool:
-        return bool(self._marks or self._invalid or self._records)
+        return bool(self._changed or self._invalid or self._records)
+
+    def _mark(self, contact_id: str, work: Work | None) -> ContactMark:
+        """The live mark of a contact in progress, made from its work item on first sight."""
+        mark = self._active.get(contact_id)
+        if mark is None:
+            mark = ContactMark(
+                cursor=work.cursor if work else None,
+                newest=work.newest if work else None,
+                newest_seen=work.newest_seen if work else frozenset(),
+            )
+            self._active[contact_id] = mark
+        return mark
 
     def _apply(self, item: Result) -> None:
         # No await in here: a result is applied whole or not at all, even under cancellation.
         stats = self._stats
         if isinstance(item, PageBatch):
-            mark = self._marks.get(item.contact_id)
-            if mark is None:
-                work = item.work
-                mark = ContactMark(
-                    newest=work.newest if work else None,
-                    newest_seen=work.newest_seen if work else frozenset(),
-                )
-                self._marks[item.contact_id] = mark
+            cid = item.contact_id
+            mark = self._mark(cid, item.work)
             if item.records:
                 self._files.write([line_of(r) for r in item.records])
                 n = len(item.records)
@@ -156,16 +166,20 @@ class FileSink:
             if item.oldest is not None and (self._oldest is None or item.oldest < self._oldest):
                 self._oldest = item.oldest
             mark.cursor = item.next_link
+            self._changed[cid] = mark
             if item.next_link is None:
                 mark.status = DONE
+                del self._active[cid]
                 stats.contacts_done += 1
         elif isinstance(item, ContactFailed):
-            previous = self._marks.get(item.contact_id)
+            cid = item.contact_id
+            previous = self._mark(cid, item.work)
+            del self._active[cid]
             mark = _failure_mark(item.error)
-            if previous is not None:
-                mark.cursor, mark.newest = previous.cursor, previous.newest
-                mark.newest_seen = previous.newest_seen
-            self._marks[item.contact_id] = mark
+            # Where it stood is kept: a retry goes on from the cursor, never from page one.
+            mark.cursor, mark.newest = previous.cursor, previous.newest
+            mark.newest_seen = previous.newest_seen
+            self._changed[cid] = mark
             stats.contacts_failed += 1
         else:
             self._invalid.append(item.raw)
@@ -174,7 +188,7 @@ class FileSink:
         """Make everything written so far durable, then record it in the store."""
         if not self._dirty:
             return
-        marks, self._marks = self._marks, {}
+        marks, self._changed = self._changed, {}
         invalid, self._invalid = self._invalid, []
         records, self._records = self._records, 0
         oldest, newest, self._oldest, self._newest = self._oldest, self._newest, None, None
