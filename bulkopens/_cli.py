@@ -77,6 +77,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0: {text!r}")
+    return value
+
+
 def _page_size(text: str) -> int:
     value = _positive_int(text)
     if value > MAX_PAGE_SIZE:
@@ -224,7 +244,7 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     )
     speed.add_argument(
         "--max-retries",
-        type=int,
+        type=_non_negative_int,
         default=6,
         metavar="N",
         help="retries per request after a 5xx, reset or timeout (default: 6)",
@@ -236,7 +256,7 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     )
     output.add_argument(
         "--log-interval",
-        type=float,
+        type=_positive_float,
         default=10.0,
         metavar="SECONDS",
         help="seconds between progress log lines when stderr is not a terminal (default: 10)",
@@ -300,7 +320,7 @@ def run_fetch(
             rate=args.rate,
             concurrency=args.concurrency,
             page_size=args.page_size,
-            max_retries=max(0, args.max_retries),
+            max_retries=args.max_retries,
             on_progress=None
             if args.quiet
             else ProgressReporter(live=sys.stderr.isatty(), log_every=args.log_interval),
@@ -406,11 +426,13 @@ async def _watch_signals(scope: anyio.CancelScope, quiet: bool) -> None:
         async for _ in signals:
             if scope.cancel_called:
                 os._exit(EXIT_INTERRUPTED)  # second signal: at once; the commit point keeps us safe
-            print(
-                "\nbulkopens: stopping; committing what is written (again to quit at once)",
-                file=sys.stderr,
-                flush=True,
-            )
+            if not quiet:
+                print(
+                    ("\n" if sys.stderr.isatty() else "")
+                    + "bulkopens: stopping; committing what is written (again to quit at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             scope.cancel()
 
 

@@ -199,7 +199,10 @@ class FileSink:
             files = [FileMark(name, run, length, n) for name, length, n in synced]
             self._store.sync.commit(files, marks, invalid, records, oldest, newest)
 
-        await self._store.call(work)
+        # Shielded: once the pending work is taken, the commit must happen, even when the run
+        # is being cancelled (quota, auth, Ctrl-C), or that work would be dropped uncommitted.
+        with anyio.CancelScope(shield=True):
+            await self._store.call(work)
         self._last_commit = time.monotonic()
         self.commits += 1
 

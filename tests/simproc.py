@@ -72,7 +72,8 @@ def simulator(*args: str) -> Iterator[SimProcess]:
         first = proc.stdout.readline().strip()
         if not first.startswith("serving "):
             proc.kill()
-            raise RuntimeError(f"simulator did not start: {first!r} {proc.stderr.read()!r}")
+            error = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"simulator did not start: {first!r} {error!r}")
         yield SimProcess(proc, first.removeprefix("serving "))
     finally:
         if proc.poll() is None:
