@@ -15,6 +15,7 @@
         ├── AuthenticationError ... 401, or a 403 that is not a rate limit
         ├── QuotaExhausted ........ the daily quota is spent; resets at 00:00 UTC
         └── ConfigurationError .... 400/406, bad settings, or an --out that does not fit
+            └── BadRequest ........ 400
 
 Messages never carry a URL's query string or a secret: they are built from the URL path only,
 and text the server sent is passed through :func:`bulkopens._redact.Redactor` first.
@@ -125,3 +126,7 @@ class QuotaExhausted(RunStopped):
 
 class ConfigurationError(RunStopped):
     """The settings, the output directory or the request itself are wrong (400/406)."""
+
+
+class BadRequest(ConfigurationError):
+    """400. For a resumed cursor the contact restarts from page one instead (see walk)."""

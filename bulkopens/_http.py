@@ -17,6 +17,7 @@ from yarl import URL
 
 from bulkopens._exceptions import (
     AuthenticationError,
+    BadRequest,
     ConfigurationError,
     ContactError,
     ContactNotFound,
@@ -153,7 +154,9 @@ class Transport:
             return ContactNotFound(f"not found: {where} ({said})", status=404, error_key=key)
         if 300 <= status < 400:
             return ConfigurationError(f"{where} answered a redirect ({status}); check --base-url")
-        if status in (400, 406):
+        if status == 400:
+            return BadRequest(f"the API rejected the request for {where} ({said})")
+        if status == 406:
             return ConfigurationError(f"the API rejected the request for {where} ({said})")
         if status >= 500 or status in _RETRY_STATUSES:
             return TransientError(

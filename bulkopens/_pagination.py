@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 from yarl import URL
 
-from bulkopens._exceptions import ForeignNextLink
+from bulkopens._exceptions import BadRequest, ForeignNextLink
 from bulkopens._http import Page
 from bulkopens._reports import Report
 from bulkopens._timefmt import canonical
@@ -29,6 +29,10 @@ class Work:
     ``cursor`` is a committed next_link to resume from (None = page one). ``since`` is sent as
     ``created_since``; records dated exactly ``since`` whose line hash is in ``seen_at_since``
     were written by an earlier run and are dropped (``created_since`` is inclusive).
+
+    ``oldest`` .. ``newest`` is the span this run already wrote for the contact, walking down
+    from the top. If the API refuses a resumed cursor, the walk restarts from page one
+    (``restart``) and drops the records inside that span, so nothing is written twice.
     """
 
     contact_id: str
@@ -37,6 +41,9 @@ class Work:
     seen_at_since: frozenset[bytes] = frozenset()
     newest: str | None = None  # newest activity time already written for this contact
     newest_seen: frozenset[bytes] = frozenset()  # line hashes of the records dated ``newest``
+    oldest: str | None = None  # oldest activity time written for this contact in this run
+    oldest_seen: frozenset[bytes] = frozenset()  # line hashes of the records dated ``oldest``
+    restart: bool = False
 
 
 @dataclass(slots=True)
@@ -51,6 +58,7 @@ class PageBatch:
     newest: str | None = None  # newest canonical activity time on this page
     oldest: str | None = None  # oldest canonical activity time on this page
     newest_lines: list[bytes] = field(default_factory=list)  # the records dated ``newest``
+    oldest_lines: list[bytes] = field(default_factory=list)  # the records dated ``oldest``
     work: Work | None = None  # the work item this page belongs to
 
 
@@ -104,7 +112,16 @@ async def walk(
         resolve_next(base, work.cursor) if work.cursor else first_url(base, report, work, page_size)
     )
     while True:
-        page = await fetcher.fetch(url)
+        try:
+            page = await fetcher.fetch(url)
+        except BadRequest:
+            if not work.cursor or work.restart:
+                raise
+            # The API no longer takes our committed cursor (it may have expired): start the
+            # contact over from page one, dropping what this run already wrote for it.
+            work = replace(work, cursor=None, restart=True)
+            url = first_url(base, report, work, page_size)
+            continue
         cursor: str | None = None
         foreign: ForeignNextLink | None = None
         if page.results and page.next_link:
@@ -128,23 +145,36 @@ async def walk(
 def _batch(
     work: Work, report: Report, results: list[dict[str, Any]], next_link: str | None
 ) -> PageBatch:
+    stamps = [_canonical_or_none(report.record_time(r)) for r in results]
     kept = results
-    if work.seen_at_since:
-        kept = [r for r in results if not _already_written(work, report, r)]
-    stamps = [_canonical_or_none(report.record_time(r)) for r in kept]
+    if work.seen_at_since or work.restart:
+        pairs = [(r, s) for r, s in zip(results, stamps, strict=True) if not _written(work, r, s)]
+        kept, stamps = [r for r, _ in pairs], [s for _, s in pairs]
     known = [s for s in stamps if s is not None]
     if not known:
         return PageBatch(work.contact_id, kept, next_link, work=work)
     newest, oldest = max(known), min(known)
     newest_lines = [line_of(r) for r, s in zip(kept, stamps, strict=True) if s == newest]
-    return PageBatch(work.contact_id, kept, next_link, newest, oldest, newest_lines, work)
+    oldest_lines = [line_of(r) for r, s in zip(kept, stamps, strict=True) if s == oldest]
+    return PageBatch(
+        work.contact_id, kept, next_link, newest, oldest, newest_lines, oldest_lines, work
+    )
 
 
-def _already_written(work: Work, report: Report, record: dict[str, Any]) -> bool:
-    stamp = _canonical_or_none(report.record_time(record))
-    if stamp is None or stamp != work.since:
+def _written(work: Work, record: dict[str, Any], stamp: str | None) -> bool:
+    """Whether an earlier run (at ``since``) or this run (restarting) already wrote ``record``."""
+    if stamp is None:
         return False
-    return line_hash(line_of(record)) in work.seen_at_since
+    if stamp == work.since and line_hash(line_of(record)) in work.seen_at_since:
+        return True
+    if work.restart and work.oldest is not None and work.newest is not None:
+        if work.oldest < stamp < work.newest:
+            return True
+        if stamp == work.oldest:
+            return line_hash(line_of(record)) in work.oldest_seen
+        if stamp == work.newest:
+            return line_hash(line_of(record)) in work.newest_seen
+    return False
 
 
 def _canonical_or_none(stamp: str | None) -> str | None:

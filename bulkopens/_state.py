@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS contacts (
     id INTEGER PRIMARY KEY, run INTEGER NOT NULL, attempt INTEGER NOT NULL,
     status INTEGER NOT NULL, cursor TEXT, since TEXT, since_seen BLOB,
-    newest TEXT, newest_seen BLOB, http_status INTEGER, error_key TEXT, error TEXT);
+    newest TEXT, newest_seen BLOB, oldest TEXT, oldest_seen BLOB,
+    http_status INTEGER, error_key TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS invalid (
     raw TEXT NOT NULL, run INTEGER NOT NULL, PRIMARY KEY (raw, run));
 """
@@ -60,6 +61,8 @@ class ContactMark:
     cursor: str | None = None
     newest: str | None = None
     newest_seen: frozenset[bytes] = frozenset()
+    oldest: str | None = None  # in this run
+    oldest_seen: frozenset[bytes] = frozenset()
     http_status: int | None = None
     error_key: str | None = None
     error: str | None = None
@@ -219,8 +222,8 @@ class Store:
             chunk = unique[start : start + _CLAIM_CHUNK]
             marks = ",".join("?" * len(chunk))
             for row in self._db.execute(
-                "SELECT id, run, attempt, status, cursor, since, since_seen, newest, newest_seen "
-                f"FROM contacts WHERE id IN ({marks})",
+                "SELECT id, run, attempt, status, cursor, since, since_seen, newest, newest_seen, "
+                f"oldest, oldest_seen FROM contacts WHERE id IN ({marks})",
                 chunk,
             ):
                 rows[row[0]] = row
@@ -233,12 +236,11 @@ class Store:
             row = rows.get(cid)
             if row is None:
                 inserts.append((cid, run, attempt, PENDING, since))
-                rows[cid] = (cid, run, attempt, PENDING, None, since, None, None, None)
+                rows[cid] = (cid, run, attempt, PENDING, None, since, None, None, None, None, None)
                 out.append(Claim(raw, Work(raw, None, since)))
                 continue
-            _, row_run, row_attempt, status, cursor, row_since, since_seen, newest, newest_seen = (
-                row
-            )
+            _, row_run, row_attempt, status, cursor, row_since, since_seen = row[:7]
+            newest, newest_seen, oldest, oldest_seen = row[7:]
             if row_attempt == attempt:
                 out.append(Claim(raw, None, "duplicate"))
                 continue
@@ -258,7 +260,16 @@ class Store:
                 out.append(Claim(raw, None, "done" if status == DONE else "failed"))
                 continue
             updates.append((run, attempt, PENDING, cursor, row_since, since_seen, cid))
-            work = Work(raw, cursor, row_since, _unpack(since_seen), newest, _unpack(newest_seen))
+            work = Work(
+                raw,
+                cursor,
+                row_since,
+                _unpack(since_seen),
+                newest,
+                _unpack(newest_seen),
+                oldest,
+                _unpack(oldest_seen),
+            )
             out.append(Claim(raw, work))
         if inserts:
             self._db.executemany(
@@ -268,8 +279,11 @@ class Store:
         if updates:
             self._db.executemany(
                 "UPDATE contacts SET run = ?, attempt = ?, status = ?, cursor = ?, since = ?, "
-                "since_seen = ? WHERE id = ?",
-                updates,
+                "since_seen = ?, "
+                # the span written "in this run" starts empty when a new run claims the contact
+                "oldest = CASE WHEN run = ? THEN oldest END, "
+                "oldest_seen = CASE WHEN run = ? THEN oldest_seen END WHERE id = ?",
+                [(*u[:-1], run, run, u[-1]) for u in updates],
             )
         return out
 
@@ -296,13 +310,15 @@ class Store:
         )
         db.executemany(
             "UPDATE contacts SET status = ?, cursor = ?, newest = ?, newest_seen = ?, "
-            "http_status = ?, error_key = ?, error = ? WHERE id = ?",
+            "oldest = ?, oldest_seen = ?, http_status = ?, error_key = ?, error = ? WHERE id = ?",
             [
                 (
                     m.status,
                     m.cursor,
                     m.newest,
                     _pack(m.newest_seen),
+                    m.oldest,
+                    _pack(m.oldest_seen),
                     m.http_status,
                     m.error_key,
                     m.error,

@@ -145,6 +145,8 @@ class FileSink:
                 cursor=work.cursor if work else None,
                 newest=work.newest if work else None,
                 newest_seen=work.newest_seen if work else frozenset(),
+                oldest=work.oldest if work else None,
+                oldest_seen=work.oldest_seen if work else frozenset(),
             )
             self._active[contact_id] = mark
         return mark
@@ -160,7 +162,7 @@ class FileSink:
                 n = len(item.records)
                 self._records += n
                 stats.records += n
-            _merge_newest(mark, item)
+            _merge_span(mark, item)
             if item.newest is not None and (self._newest is None or item.newest > self._newest):
                 self._newest = item.newest
             if item.oldest is not None and (self._oldest is None or item.oldest < self._oldest):
@@ -179,6 +181,7 @@ class FileSink:
             # Where it stood is kept: a retry goes on from the cursor, never from page one.
             mark.cursor, mark.newest = previous.cursor, previous.newest
             mark.newest_seen = previous.newest_seen
+            mark.oldest, mark.oldest_seen = previous.oldest, previous.oldest_seen
             self._changed[cid] = mark
             stats.contacts_failed += 1
         else:
@@ -207,15 +210,21 @@ class FileSink:
         self.commits += 1
 
 
-def _merge_newest(mark: ContactMark, batch: PageBatch) -> None:
-    """Keep the newest activity time written for a contact, and the lines dated exactly then."""
-    if batch.newest is None:
+def _merge_span(mark: ContactMark, batch: PageBatch) -> None:
+    """Widen the span of activity written for a contact (newest ever, oldest in this run),
+    keeping the hashes of the lines dated exactly at each end."""
+    if batch.newest is None or batch.oldest is None:
         return
-    hashes = frozenset(line_hash(line) for line in batch.newest_lines)
+    top = frozenset(line_hash(line) for line in batch.newest_lines)
     if mark.newest is None or batch.newest > mark.newest:
-        mark.newest, mark.newest_seen = batch.newest, hashes
+        mark.newest, mark.newest_seen = batch.newest, top
     elif batch.newest == mark.newest:
-        mark.newest_seen = mark.newest_seen | hashes
+        mark.newest_seen = mark.newest_seen | top
+    bottom = frozenset(line_hash(line) for line in batch.oldest_lines)
+    if mark.oldest is None or batch.oldest < mark.oldest:
+        mark.oldest, mark.oldest_seen = batch.oldest, bottom
+    elif batch.oldest == mark.oldest:
+        mark.oldest_seen = mark.oldest_seen | bottom
 
 
 class StreamSink:

@@ -1,5 +1,5 @@
 # Sourced by the scripts: makes .venv (once) and installs the project into it.
-# Usage: . scripts/_venv.sh [EXTRA]   (EXTRA: "test" installs the test tools too)
+# Usage: venv_extra=test . scripts/_venv.sh   (venv_extra: an optional-dependencies extra)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 py=${PYTHON:-python3}
@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
 fi
-extra=${1:-}
+extra=${venv_extra:-}
 spec="$root"
 [ -n "$extra" ] && spec="$root[$extra]"
 stamp="$venv/.installed-${extra:-base}"

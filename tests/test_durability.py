@@ -303,7 +303,8 @@ def test_kill_mid_contact_resumes_from_the_committed_cursor(
     # It went on from the cursor: only the pages after the committed ones were requested.
     assert summary["requests"] == sim.stats()["requests"]
     assert summary["pages"] == summary["requests"]
-    assert summary["pages"] <= total_pages - seen_at_kill // page_size + 5
+    # (lines on disk at the kill may run one commit batch, ~0.2-1 s of pages, past the commit)
+    assert summary["pages"] <= total_pages - seen_at_kill // page_size + 25
     assert summary["pages"] < total_pages * 0.7
     assert summary["records"] < total
     _assert_same(_output(out), _truth(sim, [heavy]))

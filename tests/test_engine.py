@@ -245,21 +245,31 @@ async def test_unknown_contacts_fail_and_the_run_goes_on(sim: Simulator, tmp_pat
     assert not any("x1" in r.path for r in sim.request_log)
 
 
-# -- 400: a configuration error stops the run ----------------------------------------------------
+# -- 400: a refused cursor restarts the contact; a refused first page stops the run ------------
 
 
-async def test_a_rejected_cursor_is_a_configuration_error(sim: Simulator, tmp_path: Path) -> None:
-    async with client(sim) as c:
-        await c.export(ids(1), tmp_path)
+async def test_a_refused_cursor_restarts_the_contact_without_duplicates(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    heavy = max(ids(60), key=lambda i: len(sim.truth("opens", [i])))
+    async with client(sim, page_size=100) as c:
+        await c.export([heavy], tmp_path)
+    # Pretend the run stopped half-way and the API has since forgotten the cursor.
     db = sqlite3.connect(tmp_path / ".bulkopens" / "state.sqlite3")
-    db.execute(
-        "UPDATE contacts SET status = 0, cursor = '/v2/contacts/1/tracking/opens?next=bogus!'"
-    )
+    db.execute("UPDATE contacts SET status = 0, cursor = ?", (f"{heavy_path(heavy)}?next=bogus!",))
     db.commit()
     db.close()
-    async with client(sim) as c:
-        with pytest.raises(bulkopens.ConfigurationError, match="400"):
-            await c.export(ids(1), tmp_path)
+    sim.add_activity(heavy, "opens", 2)  # and new activity arrived meanwhile
+    sim.reset_stats()
+    async with client(sim, page_size=100) as c:
+        summary = await c.export([heavy], tmp_path)
+    assert sim.status_counts()[400] == 1
+    assert summary.records == 2  # only the new ones: the rest were already written
+    assert same_records(output(tmp_path), sim.truth("opens", [heavy]))
+
+
+def heavy_path(contact_id: str) -> str:
+    return f"/v2/contacts/{contact_id}/tracking/opens"
 
 
 # -- the library's promises ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from bulkopens._exceptions import ForeignNextLink
+from bulkopens._exceptions import BadRequest, ForeignNextLink
 from bulkopens._http import Page
 from bulkopens._pagination import PageBatch, Work, first_url, line_hash, line_of, resolve_next, walk
 from bulkopens._reports import REPORTS
@@ -199,3 +199,47 @@ async def test_a_foreign_cursor_is_kept_without_credentials() -> None:
     with pytest.raises(ForeignNextLink):
         await consume()
     assert batches[0].next_link == "https://evil.test/x?next=1"
+
+
+class RefusingFetcher(FakeFetcher):
+    """Answers 400 for one URL (a cursor the API no longer takes)."""
+
+    def __init__(self, pages: dict[str, Page], refused: str) -> None:
+        super().__init__(pages)
+        self.refused = refused
+
+    async def fetch(self, url: URL) -> Page:
+        if str(url.relative()) == self.refused:
+            self.urls.append(url)
+            raise BadRequest("400 bad next")
+        return await super().fetch(url)
+
+
+async def test_a_refused_cursor_restarts_from_page_one_dropping_what_was_written() -> None:
+    # Written before: 03-01 .. 02-01, where 02-01 holds two records and only "a" was written.
+    new = rec("7", "2024-04-01T00:00:00.000Z")
+    top = rec("7", "2024-03-01T00:00:00.000Z")
+    middle = rec("7", "2024-02-15T00:00:00.000Z")
+    edge_a = rec("7", "2024-02-01T00:00:00.000Z", campaign="a")
+    edge_b = rec("7", "2024-02-01T00:00:00.000Z", campaign="b")
+    older = rec("7", "2024-01-01T00:00:00.000Z")
+    cursor = "/v2/contacts/7/tracking/opens?next=STALE"
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    fetcher = RefusingFetcher({p1: Page([new, top, middle, edge_a, edge_b, older], None)}, cursor)
+    work = Work(
+        "7",
+        cursor=cursor,
+        newest="2024-03-01T00:00:00.000Z",
+        newest_seen=frozenset({line_hash(line_of(top))}),
+        oldest="2024-02-01T00:00:00.000Z",
+        oldest_seen=frozenset({line_hash(line_of(edge_a))}),
+    )
+    (batch,) = await collect(fetcher, work)
+    assert batch.records == [new, edge_b, older]
+    assert [str(u.relative()) for u in fetcher.urls] == [cursor, p1]
+
+
+async def test_a_refused_first_page_is_a_configuration_error() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    with pytest.raises(BadRequest):
+        await collect(RefusingFetcher({}, p1), Work("7"))

@@ -19,7 +19,7 @@ FP = {"report": "opens"}
 
 def page(cid: str, stamps: list[str], cursor: str | None, work: Work) -> PageBatch:
     records: list[dict[str, Any]] = [{"contact_id": cid, "open_date": s} for s in stamps]
-    return PageBatch(cid, records, cursor, max(stamps), min(stamps), [], work)
+    return PageBatch(cid, records, cursor, max(stamps), min(stamps), work=work)
 
 
 async def run_sink(tmp_path: Path, items: list[Result], *, commit_records: int) -> Store:
