@@ -103,17 +103,22 @@ class ContactSource:
         assert self._iter is not None
         return [line for _, line in zip(range(_CHUNK), self._iter, strict=False)]
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def batches(self) -> AsyncIterator[list[str]]:
+        """The ids a chunk at a time (each chunk read in a worker thread)."""
         if self._iter is None:
             await anyio.to_thread.run_sync(self.check)
         try:
             assert self._first is not None
-            yield self._first
+            yield [self._first]
             while chunk := await anyio.to_thread.run_sync(self._chunk):
-                for raw in chunk:
-                    yield raw
+                yield chunk
         finally:
             self.close()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for chunk in self.batches():
+            for raw in chunk:
+                yield raw
 
     def close(self) -> None:
         if self._handle is not None and self._handle is not sys.stdin:

@@ -14,8 +14,10 @@ is kept, every task is cancelled, the sink commits what it has, and the error is
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, Callable, Iterable
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import aiohttp
 import anyio
@@ -31,6 +33,14 @@ from bulkopens._retry import PageFetcher, RetryPolicy
 from bulkopens._state import AsyncStore, Claim
 from bulkopens._stats import Progress, Stats
 from bulkopens._writer import ContactFailed, InvalidInput, Result, Sink
+
+
+@runtime_checkable
+class IdBatches(Protocol):
+    """An id source that can also hand its ids over a list at a time (the CLI's reader)."""
+
+    def batches(self) -> AsyncIterator[list[str]]: ...
+
 
 IdSource = Iterable[str] | AsyncIterable[str]
 ProgressHook = Callable[[Progress], None]
@@ -91,7 +101,7 @@ async def run_pipeline(
     with anyio.CancelScope() as scope:
         stopper = _Stopper(scope)
         async with anyio.create_task_group() as tg:
-            id_tx, id_rx = anyio.create_memory_object_stream[str](_CLAIM_BATCH * 2)
+            id_tx, id_rx = anyio.create_memory_object_stream[list[str]](_CLAIM_BATCH * 2)
             work_tx, work_rx = anyio.create_memory_object_stream[Work](workers)
             result_tx, result_rx = anyio.create_memory_object_stream[Result](workers * 4)
             tg.start_soon(_read, ids, id_tx)
@@ -123,18 +133,24 @@ async def _tick(
             await done.wait()
 
 
-async def _read(ids: IdSource, out: MemoryObjectSendStream[str]) -> None:
+async def _read(ids: IdSource, out: MemoryObjectSendStream[list[str]]) -> None:
+    """Pass the input on in lists: whole batches where the source allows it, so the store
+    is asked about many ids per thread hop."""
     async with out:
-        if isinstance(ids, AsyncIterable):
-            async for raw in ids:
-                await out.send(raw)
+        if isinstance(ids, IdBatches):
+            async for chunk in ids.batches():
+                await out.send(chunk)
+        elif isinstance(ids, AsyncIterable):
+            async for raw in ids:  # a general async source may stall: never hold ids back
+                await out.send([raw])
         else:
-            for raw in ids:
-                await out.send(raw)
+            source = iter(ids)
+            while chunk := list(itertools.islice(source, _CLAIM_BATCH)):
+                await out.send(chunk)
 
 
 async def _claim(
-    ids: MemoryObjectReceiveStream[str],
+    ids: MemoryObjectReceiveStream[list[str]],
     work_out: MemoryObjectSendStream[Work],
     results: MemoryObjectSendStream[Result],
     store: AsyncStore,
@@ -145,12 +161,12 @@ async def _claim(
     async with ids, work_out, results:
         while True:
             try:
-                batch = [await ids.receive()]
+                batch = await ids.receive()
             except anyio.EndOfStream:
                 return
             with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
                 while len(batch) < _CLAIM_BATCH:
-                    batch.append(ids.receive_nowait())
+                    batch += ids.receive_nowait()
             valid: list[str] = []
             for raw in batch:
                 cid = parse_contact_id(raw) if isinstance(raw, str) else None
