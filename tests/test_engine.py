@@ -278,23 +278,20 @@ def heavy_path(contact_id: str) -> str:
 async def test_cancellation_commits_and_leaves_nothing_behind(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    config_sim = sim
-    session_closed: list[bool] = []
+    sessions: list[aiohttp.ClientSession] = []
     before = asyncio.all_tasks()
 
     async def run() -> None:
-        c = client(config_sim, page_size=5, rate=200, concurrency=4)
-        async with c:
-            session = c._session
-            try:
-                await c.export(ids(60), tmp_path)
-            finally:
-                session_closed.append(session is not None and session.closed)
+        async with client(sim, page_size=5, rate=200, concurrency=4) as c:
+            assert c._session is not None
+            sessions.append(c._session)
+            await c.export(ids(60), tmp_path)
 
     with anyio.move_on_after(0.4):
         await run()
     await asyncio.sleep(0)
     assert asyncio.all_tasks() - before == set()
+    assert sessions[0].closed
     for path in tmp_path.glob("opens-*.ndjson"):
         assert path.read_bytes().endswith(b"\n")
     saved = json.loads((tmp_path / "summary.json").read_text())
