@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -67,51 +68,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+def _bounded(
+    cast: Callable[[str], float], low: float, high: float = math.inf, *, low_open: bool = False
+) -> Callable[[str], Any]:
+    """An argparse type: ``cast`` the text and check ``low <= value <= high`` (or ``low <``)."""
+    kind = "a whole number" if cast is int else "a number"
+    bounds = (
+        (f"> {low:g}" if low_open else f">= {low:g}")
+        if high == math.inf
+        else (f"between {low:g} and {high:g}")
+    )
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if (
+            not (low < value if low_open else low <= value)
+            or not value <= high
+            or value == math.inf
+        ):
+            raise argparse.ArgumentTypeError(f"must be {kind} {bounds}: {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0: {text!r}")
-    return value
-
-
-def _page_size(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_PAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_PAGE_SIZE}: {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
-    return value
+_positive_int = _bounded(int, 1)
+_non_negative_int = _bounded(int, 0)
+_positive_float = _bounded(float, 0, low_open=True)
+_page_size = _bounded(int, 1, MAX_PAGE_SIZE)
+_rate = _bounded(float, 0)
 
 
 def _since(text: str) -> str:
