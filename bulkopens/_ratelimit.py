@@ -27,6 +27,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 SAFETY_MARGIN = 0.01  # spacing 1% wider than 1/rate: absorbs send-time jitter of ~10 ms per second
+LATE_TOLERANCE = 0.002  # a grant up to 2 ms late (epoll rounds timeouts up to the ms) costs nothing
 MAX_SLOWDOWN = 4.0  # never stretch the interval past 4x the configured one
 _STRETCH = 1.25
 _RECOVER = 1.05
@@ -40,8 +41,8 @@ class Pacer:
         "_clean_grants",
         "_clock",
         "_interval",
-        "_last_grant",
         "_lock",
+        "_next_slot",
         "_paused_until",
         "_sleep",
         "grants",
@@ -60,7 +61,7 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
         self._lock = anyio.Lock()
-        self._last_grant = -float("inf")
+        self._next_slot = -float("inf")
         self._paused_until = -float("inf")
         self._clean_grants = 0
         self.grants = 0
@@ -78,11 +79,14 @@ class Pacer:
         async with self._lock:
             while True:
                 now = self._clock()
-                slot = max(now, self._last_grant + self._interval, self._paused_until)
+                slot = max(self._next_slot, self._paused_until)
                 if slot <= now:
                     break
                 await self._sleep(slot - now)
-            self._last_grant = self._clock()
+            # The next slot counts from this one, not from the (slightly late) wake-up, so timer
+            # lateness does not pile up; but never from earlier than LATE_TOLERANCE ago, so a
+            # stalled loop cannot make up for lost time with a burst.
+            self._next_slot = max(slot, now - LATE_TOLERANCE) + self._interval
             self.grants += 1
             self._clean_grants += 1
             if self._interval > self._base_interval and self._clean_grants >= 10 * self.rate:
