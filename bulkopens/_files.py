@@ -74,16 +74,16 @@ class RecordFiles:
                 path.unlink()  # written after the last commit: nothing in it counts
         self._next_number = highest + 1
 
-    def write(self, lines: list[bytes]) -> None:
-        if not lines:
+    def write(self, data: bytes, count: int) -> None:
+        """Append ``count`` whole NDJSON lines, given as one bytes object."""
+        if not count:
             return
         current = self._current
         if current is None or current.length >= self._max_bytes:
             current = self._rotate()
-        data = b"".join(lines)
         current.handle.write(data)
         current.length += len(data)
-        current.records += len(lines)
+        current.records += count
 
     def _rotate(self) -> _Open:
         if self._current is not None:

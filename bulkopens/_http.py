@@ -123,7 +123,7 @@ class Transport:
         except orjson.JSONDecodeError:
             raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
         results = data.get("results") if isinstance(data, dict) else None
-        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        if not isinstance(results, list) or not set(map(type, results)) <= {dict}:
             raise TransientError(f"200 for {where} without a results list")
         meta = data.get("meta")
         pagination = meta.get("pagination") if isinstance(meta, dict) else None

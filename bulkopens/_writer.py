@@ -18,7 +18,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulkopens._exceptions import ContactError
 from bulkopens._files import RecordFiles
-from bulkopens._pagination import PageBatch, Work, line_hash, line_of
+from bulkopens._pagination import PageBatch, Work, line_hash, lines_of
 from bulkopens._state import DONE, FAILED, GONE, AsyncStore, ContactMark, FileMark
 from bulkopens._stats import Stats
 
@@ -158,8 +158,8 @@ class FileSink:
             cid = item.contact_id
             mark = self._mark(cid, item.work)
             if item.records:
-                self._files.write([line_of(r) for r in item.records])
                 n = len(item.records)
+                self._files.write(lines_of(item.records), n)
                 self._records += n
                 stats.records += n
             _merge_span(mark, item)

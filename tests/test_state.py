@@ -184,8 +184,8 @@ def test_files_are_cut_back_and_orphans_removed(tmp_path: Path) -> None:
     assert (tmp_path / "opens-00001.ndjson").read_bytes() == b'{"a":1}\n'
     assert not (tmp_path / "opens-00002.ndjson").exists()
     assert (tmp_path / "clicks-00001.ndjson").exists()
-    files.write([b'{"c":1}\n', b'{"c":2}\n'])
-    files.write([b'{"c":3}\n'])  # over max_bytes: rotates
+    files.write(b'{"c":1}\n{"c":2}\n', 2)
+    files.write(b'{"c":3}\n', 1)  # over max_bytes: rotates
     marks = files.sync()
     assert marks == [("opens-00002.ndjson", 16, 2), ("opens-00003.ndjson", 8, 1)]
     files.close()
