@@ -101,7 +101,7 @@ async def run_pipeline(
     with anyio.CancelScope() as scope:
         stopper = _Stopper(scope)
         async with anyio.create_task_group() as tg:
-            id_tx, id_rx = anyio.create_memory_object_stream[list[str]](_CLAIM_BATCH * 2)
+            id_tx, id_rx = anyio.create_memory_object_stream[list[str]](2)  # lists of ids
             work_tx, work_rx = anyio.create_memory_object_stream[Work](workers)
             result_tx, result_rx = anyio.create_memory_object_stream[Result](workers * 4)
             tg.start_soon(_read, ids, id_tx)
