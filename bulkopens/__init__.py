@@ -6,6 +6,7 @@ Library use::
         async for record in client.records(contact_ids):
             ...
         summary = await client.export(contact_ids, "out/")
+        summary = await client.export_campaigns(bulkopens.SENT, "campaign-out/")
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from bulkopens._artifacts import Summary
+from bulkopens._campaigns import SENT, Plan
 from bulkopens._client import Client, RecordStream
 from bulkopens._config import DEFAULT_BASE_URL, Settings, parse_contact_id
 from bulkopens._exceptions import (
@@ -39,6 +41,7 @@ __version__ = _version("bulkopens")
 __all__ = [
     "DEFAULT_BASE_URL",
     "REPORTS",
+    "SENT",
     "AuthenticationError",
     "BulkOpensError",
     "Client",
@@ -48,6 +51,7 @@ __all__ = [
     "ContactNotFound",
     "ForeignNextLink",
     "InvalidContactId",
+    "Plan",
     "Progress",
     "QuotaExhausted",
     "RecordStream",

@@ -50,6 +50,16 @@ class Summary:
     totals: dict[str, int] = field(default_factory=dict)  # the whole run, across attempts
     error: str | None = None
     quota_resets_at: str | None = None
+    mode: str = "contact"  # contact: reports of --contacts; campaign: reports of --campaigns
+    strategy: str | None = None  # contact mode: auto | contact | campaign
+    plan: dict[str, Any] | None = None  # the planner's estimate and choice (Plan.to_json)
+
+    @property
+    def unit(self) -> str:
+        """What the ``contacts_*`` counts count: ``contacts``, or ``campaigns`` when the work
+        items were campaigns (campaign mode, or the planner's campaign path)."""
+        via = (self.plan or {}).get("path", self.mode)
+        return "campaigns" if "campaign" in (self.mode, via) else "contacts"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -69,11 +79,13 @@ def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
 
 def write_artifacts(out: Path, store: Store, summary: Summary) -> None:
     """Rewrite errors.ndjson, manifest.json and summary.json from the committed state."""
+    key_column = "campaign_id" if summary.unit == "campaigns" else "contact_id"
+    invalid_noun = "campaign" if summary.mode == "campaign" else "contact"
+    rows = store.failures(key_column, invalid_noun)
     _atomic_write(
-        out / ERRORS,
-        (orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in store.failures()),
+        out / ERRORS, (orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows)
     )
-    manifest = {"report": summary.report, "runs": store.runs()}
+    manifest = {"report": summary.report, "mode": summary.mode, "runs": store.runs()}
     _atomic_write(out / MANIFEST, [orjson.dumps(manifest, option=orjson.OPT_INDENT_2)])
     _atomic_write(out / SUMMARY, [orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)])
 

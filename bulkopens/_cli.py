@@ -19,6 +19,7 @@ import anyio
 
 from bulkopens import __version__
 from bulkopens._artifacts import Summary
+from bulkopens._campaigns import SENT, STRATEGIES, Plan
 from bulkopens._client import Client
 from bulkopens._config import DEFAULT_BASE_URL, DEFAULT_RATE, MAX_PAGE_SIZE, normalise_since
 from bulkopens._exceptions import (
@@ -31,7 +32,7 @@ from bulkopens._exceptions import (
 from bulkopens._input import ContactSource
 from bulkopens._progress import ProgressReporter, describe
 from bulkopens._redact import Redactor
-from bulkopens._reports import REPORTS
+from bulkopens._reports import CAMPAIGN_REPORTS, REPORTS
 
 EXIT_OK = 0
 EXIT_FAILED_CONTACTS = 1
@@ -48,12 +49,14 @@ examples:
   bulkopens fetch --contacts export.csv --out opens/ --since 2024-01-01
   cut -d, -f1 ids.csv | bulkopens fetch --contacts - --out opens/ --rate 10   # partner key
   bulkopens fetch --contacts contacts.txt --out opens/ --incremental          # daily sync
+  bulkopens fetch --contacts contacts.txt --out opens/ --strategy auto        # fewest requests
+  bulkopens fetch --campaigns sent --out campaign-opens/                      # campaign mode
 
 Run the same command again on the same --out to resume: every record is written once.
 
 exit codes:
-  0    every contact done
-  1    done, and some contacts are in errors.ndjson
+  0    every contact (campaign) done
+  1    done, and some contacts (campaigns) are in errors.ndjson
   2    usage or configuration error; nothing fetched
   3    authentication failed; the run stopped and can be resumed
   4    the daily quota is exhausted; resume after 00:00 UTC
@@ -123,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser(
         "fetch",
-        help="fetch the reports of the contacts in a file (the batch job)",
-        description="Fetch one tracking report for every contact id in --contacts and write "
-        "every record exactly once to NDJSON files in --out. Resumable: run it again.",
+        help="fetch the reports of the contacts (or campaigns) in a file (the batch job)",
+        description="Fetch one tracking report for every contact id in --contacts (or every "
+        "campaign in --campaigns) and write every record exactly once to NDJSON files in "
+        "--out. Resumable: run it again.",
         epilog=FETCH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -156,19 +160,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     what = fetch.add_argument_group("what to fetch")
-    what.add_argument(
+    whose = what.add_mutually_exclusive_group(required=True)
+    whose.add_argument(
         "--contacts",
-        required=True,
         metavar="PATH",
         help="one contact id per line (- for stdin); blank and # lines are ignored; "
         "or a CSV whose header has a contact_id or id column",
+    )
+    whose.add_argument(
+        "--campaigns",
+        metavar="PATH",
+        help="campaign mode: the reports of campaigns, not contacts: a file of campaign ids "
+        "(like --contacts, CSV column campaign_id or id), or the word 'sent' for every "
+        "campaign the account has sent",
     )
     what.add_argument("--out", required=True, metavar="DIR", help="output directory")
     what.add_argument(
         "--report",
         choices=sorted(REPORTS),
         default="opens",
-        help="which contact tracking report (default: opens)",
+        help="which tracking report (default: opens); 'all' is for contacts only",
+    )
+    what.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="with --contacts: 'contact' asks each contact (default); 'campaign' asks each "
+        "sent campaign and keeps these contacts' records; 'auto' estimates both and takes "
+        "the one with fewer requests. The plan is printed before the run",
     )
     what.add_argument(
         "--since",
@@ -300,6 +318,9 @@ def run_fetch(
     api_key = _secret(args.api_key, "CTCT_API_KEY")
     token = _secret(args.token, "CTCT_ACCESS_TOKEN")
     redact = Redactor(api_key, token)
+    usage = _mode_error(args)
+    if usage is not None:
+        return _fail(EXIT_USAGE, usage)
     try:
         client = Client(
             api_key,
@@ -312,9 +333,15 @@ def run_fetch(
             on_progress=None
             if args.quiet
             else ProgressReporter(live=sys.stderr.isatty(), log_every=args.log_interval),
+            on_plan=None if args.quiet else _print_plan,
         )
-        source = ContactSource(args.contacts)
-        source.check()
+        source: ContactSource | None = None
+        if args.campaigns is None:
+            source = ContactSource(args.contacts)
+        elif args.campaigns != SENT:
+            source = ContactSource(args.campaigns, noun="campaign")
+        if source is not None:
+            source.check()
     except ConfigurationError as exc:
         return _fail(EXIT_USAGE, redact(str(exc)))
     if banner and not args.quiet:
@@ -336,7 +363,8 @@ def run_fetch(
     except Exception as exc:
         return _fail(EXIT_INTERNAL, redact(f"internal error: {type(exc).__name__}: {exc}"))
     finally:
-        source.close()
+        if source is not None:
+            source.close()
     if summary is None:
         print(
             "bulkopens: interrupted; committed what was written. Run the same command "
@@ -351,9 +379,28 @@ def run_fetch(
     return EXIT_FAILED_CONTACTS if failed else EXIT_OK
 
 
+def _mode_error(args: argparse.Namespace) -> str | None:
+    """The one-line usage error of a mode and its options that do not fit, if any."""
+    if args.campaigns is not None:
+        if args.strategy is not None:
+            return "--strategy is for contact reports (--contacts), not --campaigns"
+        if args.report not in CAMPAIGN_REPORTS:
+            return (
+                f"--report {args.report} is for contacts only; with --campaigns use one of "
+                f"{', '.join(CAMPAIGN_REPORTS)}"
+            )
+    elif args.strategy == "campaign" and args.report not in CAMPAIGN_REPORTS:
+        return f"--report {args.report} has no campaign endpoint; use --strategy contact or auto"
+    return None
+
+
+def _print_plan(plan: Plan) -> None:
+    print(plan.describe(), file=sys.stderr, flush=True)
+
+
 async def _fetch(
     client: Client,
-    source: ContactSource,
+    source: ContactSource | None,
     args: argparse.Namespace,
     around: Callable[[], AbstractAsyncContextManager[object]] | None,
 ) -> Summary | None:
@@ -388,24 +435,40 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def _export(
-    client: Client, source: ContactSource, args: argparse.Namespace, result: list[Summary]
+    client: Client,
+    source: ContactSource | None,
+    args: argparse.Namespace,
+    result: list[Summary],
 ) -> None:
+    common: dict[str, Any] = {
+        "report": args.report,
+        "since": args.since,
+        "incremental": args.incremental,
+        "retry_failed": args.retry_failed,
+        "fresh": args.fresh,
+    }
+    total = source.total if source is not None else None
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as export_scope:
             tg.start_soon(_watch_signals, export_scope, args.quiet)
             async with client:
-                result.append(
-                    await client.export(
+                if args.campaigns is not None:
+                    summary = await client.export_campaigns(
+                        source if source is not None else SENT,
+                        args.out,
+                        campaigns_total=total,
+                        **common,
+                    )
+                else:
+                    assert source is not None
+                    summary = await client.export(
                         source,
                         args.out,
-                        report=args.report,
-                        since=args.since,
-                        incremental=args.incremental,
-                        retry_failed=args.retry_failed,
-                        fresh=args.fresh,
-                        contacts_total=source.total,
+                        contacts_total=total,
+                        strategy=args.strategy or "contact",
+                        **common,
                     )
-                )
+                result.append(summary)
         tg.cancel_scope.cancel()
 
 

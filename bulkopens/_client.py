@@ -1,4 +1,4 @@
-"""The library API: an async context-managed client with an iterator and an export call."""
+"""The library API: an async context-managed client with iterators, exports and the planner."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from bulkopens._artifacts import Summary, remove_outputs, write_artifacts
+from bulkopens._campaigns import Plan, Strategy, read_contacts, sent_campaigns
 from bulkopens._config import DEFAULT_BASE_URL, DEFAULT_RATE, Settings
 from bulkopens._exceptions import (
     AuthenticationError,
@@ -26,7 +27,8 @@ from bulkopens._exceptions import (
 )
 from bulkopens._files import RecordFiles
 from bulkopens._http import new_session
-from bulkopens._pipeline import IdSource, ProgressHook, RunOptions, run_pipeline
+from bulkopens._jobs import Job, PlanHook, feed, plan_job
+from bulkopens._pipeline import IdSource, ProgressHook, RunOptions, build_fetcher, run_pipeline
 from bulkopens._ratelimit import Pacer
 from bulkopens._state import AsyncStore, Store
 from bulkopens._stats import Stats
@@ -61,6 +63,7 @@ class Client:
         read_timeout: float = 60.0,
         session: aiohttp.ClientSession | None = None,
         on_progress: ProgressHook | None = None,
+        on_plan: PlanHook | None = None,
     ) -> None:
         self._settings = Settings(
             api_key=api_key,
@@ -76,6 +79,7 @@ class Client:
         self._own_session = session is None
         self._session = session
         self._on_progress = on_progress
+        self._on_plan = on_plan
         self._pacer: Pacer | None = None
         self._tg: TaskGroup | None = None
 
@@ -124,6 +128,7 @@ class Client:
         report: str = "opens",
         since: str | None = None,
         buffer: int = 1000,
+        strategy: Strategy = "contact",
     ) -> RecordStream:
         """Every record of ``report`` for ``contact_ids``, as an async iterator of dicts.
 
@@ -131,9 +136,27 @@ class Client:
         slows the fetching. Per-contact failures are collected in ``stream.failures``; a
         run-stopping error (auth, quota, configuration) is raised from the iteration.
         Duplicated ids are fetched once, invalid ones are reported and never sent.
+        ``strategy`` ``auto`` or ``campaign`` reads the ids whole first and may fetch the
+        sent campaigns' reports instead, keeping these contacts' records (see :meth:`plan`).
         """
         settings = dataclasses.replace(self._settings, report=report, since=since)
-        return RecordStream(self, settings, contact_ids, buffer)
+        return RecordStream(self, settings, Job("contact", contact_ids, strategy), buffer)
+
+    def campaign_records(
+        self,
+        campaign_ids: IdSource,
+        *,
+        report: str = "opens",
+        since: str | None = None,
+        buffer: int = 1000,
+    ) -> RecordStream:
+        """Every record of ``report`` for campaigns, as an async iterator of dicts.
+
+        ``campaign_ids`` are v2 campaign ids, or ``bulkopens.SENT`` for every campaign the
+        account has sent. Otherwise as :meth:`records`; failures are per campaign.
+        """
+        settings = dataclasses.replace(self._settings, report=report, since=since)
+        return RecordStream(self, settings, Job("campaign", campaign_ids), buffer)
 
     async def export(
         self,
@@ -148,13 +171,102 @@ class Client:
         contacts_total: int | None = None,
         max_file_bytes: int | None = None,
         durable: bool = True,
+        strategy: Strategy = "contact",
     ) -> Summary:
         """Write every record of ``report`` for ``contact_ids`` to NDJSON files in ``out_dir``.
 
         Exactly once, across crashes: run it again on the same ``out_dir`` and it resumes.
         Returns the summary; raises QuotaExhausted, AuthenticationError or ConfigurationError
         (each with ``.summary``) after committing what was fetched. Cancellation commits too.
+
+        ``strategy``: ``contact`` (the default) asks each contact; ``campaign`` asks each
+        sent campaign and keeps these contacts' records; ``auto`` plans and takes the cheaper
+        (see :meth:`plan`). The path chosen first is kept by every later attempt and
+        incremental run on ``out_dir``, and so is the set of contacts.
         """
+        job = Job("contact", contact_ids, strategy)
+        return await self._export(
+            job,
+            out_dir,
+            report=report,
+            since=since,
+            incremental=incremental,
+            retry_failed=retry_failed,
+            fresh=fresh,
+            total=contacts_total,
+            max_file_bytes=max_file_bytes,
+            durable=durable,
+        )
+
+    async def export_campaigns(
+        self,
+        campaign_ids: IdSource,
+        out_dir: str | os.PathLike[str],
+        *,
+        report: str = "opens",
+        since: str | None = None,
+        incremental: bool = False,
+        retry_failed: bool = False,
+        fresh: bool = False,
+        campaigns_total: int | None = None,
+        max_file_bytes: int | None = None,
+        durable: bool = True,
+    ) -> Summary:
+        """Write every record of ``report`` for campaigns to NDJSON files in ``out_dir``.
+
+        ``campaign_ids`` are v2 campaign ids (any iterable, as for :meth:`export`), or
+        ``bulkopens.SENT`` for every campaign the account has sent (listed on each attempt).
+        The same files, guarantees and resume as :meth:`export`; ``errors.ndjson`` is keyed
+        by ``campaign_id``. ``all`` is not a campaign report.
+        """
+        return await self._export(
+            Job("campaign", campaign_ids),
+            out_dir,
+            report=report,
+            since=since,
+            incremental=incremental,
+            retry_failed=retry_failed,
+            fresh=fresh,
+            total=campaigns_total,
+            max_file_bytes=max_file_bytes,
+            durable=durable,
+        )
+
+    async def plan(
+        self, contact_ids: IdSource, *, report: str = "opens", strategy: Strategy = "auto"
+    ) -> Plan:
+        """Estimate the requests of the contact and the campaign path for ``contact_ids`` and
+        pick the cheaper; fetches no record. Costs the campaign list and, when the choice is
+        not obvious from it, one summary per sent campaign (``plan.spent`` requests)."""
+        session, pacer, _ = self._started()
+        settings = dataclasses.replace(self._settings, report=report)
+        job = Job("contact", contact_ids, strategy)
+        job.check(report)
+        stats = Stats()
+        fetcher = build_fetcher(settings, session, pacer, stats)
+        return await plan_job(job, settings, fetcher, stats, await read_contacts(contact_ids))
+
+    async def sent_campaigns(self) -> list[str]:
+        """The ids of every campaign the account has sent, newest first (the campaign list)."""
+        session, pacer, _ = self._started()
+        fetcher = build_fetcher(self._settings, session, pacer, Stats())
+        ids, _ = await sent_campaigns(fetcher, self._settings.base)
+        return ids
+
+    async def _export(
+        self,
+        job: Job,
+        out_dir: str | os.PathLike[str],
+        *,
+        report: str,
+        since: str | None,
+        incremental: bool,
+        retry_failed: bool,
+        fresh: bool,
+        total: int | None,
+        max_file_bytes: int | None,
+        durable: bool,
+    ) -> Summary:
         session, pacer, _ = self._started()
         settings = dataclasses.replace(
             self._settings,
@@ -163,12 +275,15 @@ class Client:
             durable=durable,
             max_file_bytes=max_file_bytes or self._settings.max_file_bytes,
         )
+        job.check(settings.report)
         out = Path(out_dir)
         await anyio.to_thread.run_sync(_prepare_out, out)
+        contacts = await read_contacts(job.ids) if job.plans else None
         fingerprint = {
             "report": settings.report,
             "since": settings.since,
             "base_url": settings.base_url,
+            **job.fingerprint(contacts),
         }
         store = AsyncStore(
             await anyio.to_thread.run_sync(
@@ -182,8 +297,9 @@ class Client:
                 )
             )
         )
-        stats = Stats(contacts_total=contacts_total)
-        status, error = "interrupted", None
+        stats = Stats(contacts_total=total)
+        fetcher = build_fetcher(settings, session, pacer, stats)
+        status, error, plan = "interrupted", None, None
         try:
             if fresh:
                 await store.call(remove_outputs, out)
@@ -197,12 +313,26 @@ class Client:
                 commit_seconds=settings.commit_seconds,
                 durable=settings.durable,
             )
-            options = RunOptions(
-                since=settings.since, retry_failed=retry_failed, on_progress=self._on_progress
-            )
             try:
+                fed = await feed(job, settings, fetcher, stats, contacts, store, self._on_plan)
+                plan = fed.plan
+                options = RunOptions(
+                    since=settings.since,
+                    retry_failed=retry_failed,
+                    on_progress=self._on_progress,
+                    scope=fed.scope,
+                    keep=fed.keep,
+                )
                 await run_pipeline(
-                    settings, contact_ids, sink, store, session, stats, options, pacer=pacer
+                    settings,
+                    fed.ids,
+                    sink,
+                    store,
+                    session,
+                    stats,
+                    options,
+                    pacer=pacer,
+                    fetcher=fetcher,
                 )
                 status = "complete"
             except RunStopped as exc:
@@ -213,10 +343,7 @@ class Client:
                     _finish,
                     out,
                     store.sync,
-                    settings,
-                    stats,
-                    status,
-                    error,
+                    _summary(settings, stats, status, error, job, plan),
                 )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
@@ -224,10 +351,7 @@ class Client:
                     _finish,
                     out,
                     store.sync,
-                    settings,
-                    stats,
-                    "interrupted",
-                    None,
+                    _summary(settings, stats, "interrupted", None, job, plan),
                 )
             raise
         finally:
@@ -249,15 +373,10 @@ def _prepare_out(out: Path) -> None:
         raise ConfigurationError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
 
 
-def _finish(
-    out: Path,
-    store: Store,
-    settings: Settings,
-    stats: Stats,
-    status: str,
-    error: BulkOpensError | None,
-) -> Summary:
+def _finish(out: Path, store: Store, summary: Summary) -> Summary:
+    """Close the attempt in the store and write the artifacts; returns the full summary."""
     totals = store.counts()
+    status = summary.status
     complete = status == "complete" and totals["pending"] == 0 and totals["failed"] == 0
     if status == "complete" and not complete:
         status = "incomplete"
@@ -265,7 +384,8 @@ def _finish(
     this_run = [r for r in store.runs() if r["run"] == store.run]
     files = [f["name"] for r in this_run for f in r["files"]]
     summary = dataclasses.replace(
-        _summary(settings, stats, status, error),
+        summary,
+        status=status,
         out_dir=str(out),
         run=store.run,
         attempt=store.attempt,
@@ -281,6 +401,8 @@ def _summary(
     stats: Stats,
     status: str,
     error: BulkOpensError | None,
+    job: Job,
+    plan: Plan | None,
 ) -> Summary:
     snap = stats.snapshot()
     return Summary(
@@ -304,20 +426,27 @@ def _summary(
             if isinstance(error, QuotaExhausted)
             else None
         ),
+        mode=job.mode,
+        strategy=job.strategy if job.mode == "contact" else None,
+        plan=plan.to_json() if plan is not None else None,
     )
 
 
 class RecordStream:
-    """The async iterator returned by :meth:`Client.records`; also an async context manager.
+    """The async iterator returned by :meth:`Client.records` and :meth:`Client.campaign_records`;
+    also an async context manager.
 
     Leaving the ``async with`` block (or calling :meth:`aclose`) stops the fetching at once.
+    ``plan`` is the planner's choice once it is made (``strategy`` auto or campaign).
     """
 
-    def __init__(self, client: Client, settings: Settings, ids: IdSource, buffer: int) -> None:
+    def __init__(self, client: Client, settings: Settings, job: Job, buffer: int) -> None:
+        job.check(settings.report)
         self._client = client
         self._settings = settings
-        self._ids = ids
+        self._job = job
         self._buffer = buffer
+        self.plan: Plan | None = None
         self._rx: Any = None
         self._scope: anyio.CancelScope | None = None
         self._error: BaseException | None = None
@@ -379,15 +508,22 @@ class RecordStream:
                             )
                         )
                         assert self._sink is not None
+                        settings, job, stats = self._settings, self._job, self._stats
+                        fetcher = build_fetcher(settings, session, pacer, stats)
+                        contacts = await read_contacts(job.ids) if job.plans else None
+                        fed = await feed(job, settings, fetcher, stats, contacts, None, None)
+                        self.plan = fed.plan
+                        options = RunOptions(since=settings.since, scope=fed.scope, keep=fed.keep)
                         await run_pipeline(
-                            self._settings,
-                            self._ids,
+                            settings,
+                            fed.ids,
                             self._sink,
                             store,
                             session,
-                            self._stats,
-                            RunOptions(since=self._settings.since),
+                            stats,
+                            options,
                             pacer=pacer,
+                            fetcher=fetcher,
                         )
                         status = "complete"
             except RunStopped as exc:
@@ -397,7 +533,14 @@ class RecordStream:
                 self._error = exc
                 status = "failed"
             finally:
-                self.summary = _summary(self._settings, self._stats, status, self._error_or_none())
+                self.summary = _summary(
+                    self._settings,
+                    self._stats,
+                    status,
+                    self._error_or_none(),
+                    self._job,
+                    self.plan,
+                )
                 if store is not None:
                     with anyio.CancelScope(shield=True):
                         await store.call(store.sync.close)

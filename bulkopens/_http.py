@@ -57,8 +57,9 @@ def new_session(workers: int, connect_timeout: float, read_timeout: float) -> ai
 class Transport:
     """Sends one GET for one page and classifies the answer.
 
-    ``get`` returns a :class:`Page` or raises: TransientError, ThrottledError, QuotaExhausted,
-    AuthenticationError, ConfigurationError, or ContactError (404, other 4xx).
+    ``get`` returns a :class:`Page` (``get_object``: a JSON object) or raises: TransientError,
+    ThrottledError, QuotaExhausted, AuthenticationError, ConfigurationError, or ContactError
+    (404, other 4xx).
     """
 
     __slots__ = ("_headers", "_origin", "_redact", "_session", "_timeout", "api_key", "responses")
@@ -88,6 +89,21 @@ class Transport:
 
     async def get(self, url: URL) -> Page:
         """GET one page. ``url`` carries no credentials; they are added here."""
+        return self._page(await self._body(url), url.path)
+
+    async def get_object(self, url: URL) -> dict[str, Any]:
+        """GET one unpaged JSON object (a summary report); errors as for :meth:`get`."""
+        where = url.path
+        try:
+            data = orjson.loads(await self._body(url))
+        except orjson.JSONDecodeError:
+            raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise TransientError(f"200 for {where} without a JSON object")
+        return data
+
+    async def _body(self, url: URL) -> bytes:
+        """The body of a 200 answer to GET ``url``; any other answer is raised as an error."""
         if url.origin() != self._origin:
             # Defence in depth: pagination already refuses foreign next_links.
             raise ConfigurationError(f"refusing to send credentials to another host ({url.host})")
@@ -114,7 +130,7 @@ class Transport:
         except aiohttp.ClientError as exc:
             raise TransientError(f"request failed for {where}: {type(exc).__name__}") from None
         if status == 200:
-            return self._page(body, where)
+            return body
         raise self._error(status, body, retry_after, where)
 
     def _page(self, body: bytes, where: str) -> Page:

@@ -1,4 +1,5 @@
-"""Reading contact ids from a file or stdin: plain lines, or a CSV with a contact_id/id column.
+"""Reading contact (or campaign) ids from a file or stdin: plain lines, or a CSV with a
+contact_id/id (campaign_id/id) column.
 
 Blank lines and ``#`` comments are ignored and whitespace is stripped. Lines are read in a
 worker thread, a chunk at a time, so a slow pipe never blocks the event loop, and the file is
@@ -18,12 +19,11 @@ import anyio
 
 from bulkopens._exceptions import ConfigurationError
 
-ID_COLUMNS = ("contact_id", "id")
 _MAX_LINE = 4096  # a longer line is not an id; it is cut, reported as invalid, and skipped
 _CHUNK = 2048
 
 
-def _open(path: str) -> IO[str]:
+def _open(path: str, flag: str = "--contacts") -> IO[str]:
     if path == "-":
         return io.TextIOWrapper(
             sys.stdin.buffer, encoding="utf-8-sig", errors="replace", newline=""
@@ -31,10 +31,10 @@ def _open(path: str) -> IO[str]:
     try:
         target = Path(path)
         if target.is_dir():
-            raise ConfigurationError(f"--contacts {path} is a directory, not a file")
+            raise ConfigurationError(f"{flag} {path} is a directory, not a file")
         return open(target, encoding="utf-8-sig", errors="replace", newline="")
     except OSError as exc:
-        raise ConfigurationError(f"cannot read --contacts {path}: {exc.strerror or exc}") from None
+        raise ConfigurationError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
 
 
 def _lines(handle: IO[str]) -> Iterator[str]:
@@ -51,18 +51,18 @@ def _lines(handle: IO[str]) -> Iterator[str]:
         yield line.rstrip("\r\n")
 
 
-def _ids(handle: IO[str], source: str) -> Iterator[str]:
+def _ids(handle: IO[str], source: str, noun: str = "contact") -> Iterator[str]:
     """The id field of every meaningful line; CSV when the first line is a CSV header."""
     lines = (s for s in (raw.strip() for raw in _lines(handle)) if s and not s.startswith("#"))
     first = next(lines, None)
     if first is None:
         return
     header = [h.strip().lower() for h in next(csv.reader([first]))]
-    column = next((header.index(c) for c in ID_COLUMNS if c in header), None)
+    column = next((header.index(c) for c in (f"{noun}_id", "id") if c in header), None)
     if column is None:
         if "," in first or "\t" in first:
             raise ConfigurationError(
-                f"{source} looks like a CSV file but its header has no contact_id or id column"
+                f"{source} looks like a CSV file but its header has no {noun}_id or id column"
             )
         yield first  # a plain list of ids: the first line is an id too
         yield from lines
@@ -76,11 +76,14 @@ class ContactSource:
 
     :meth:`check` opens the file and finds the first id up front, so a missing, unreadable or
     empty file is reported before any request is made. ``total`` counts the ids of a regular
-    file (for progress and ETA); it is None for stdin.
+    file (for progress and ETA); it is None for stdin. ``noun`` ``campaign`` reads campaign
+    ids (``--campaigns``; CSV column ``campaign_id`` or ``id``).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, noun: str = "contact") -> None:
         self.path = path
+        self.noun = noun
+        self._flag = f"--{noun}s"
         self.total: int | None = None
         self._handle: IO[str] | None = None
         self._iter: Iterator[str] | None = None
@@ -89,15 +92,16 @@ class ContactSource:
     def check(self) -> None:
         """Open the source and read up to its first id. ConfigurationError if that fails."""
         label = "stdin" if self.path == "-" else self.path
+        noun, flag = self.noun, self._flag
         if self.path != "-":
-            with _open(self.path) as handle:
-                self.total = sum(1 for _ in _ids(handle, label))
-        self._handle = _open(self.path)
-        self._iter = _ids(self._handle, label)
+            with _open(self.path, flag) as handle:
+                self.total = sum(1 for _ in _ids(handle, label, noun))
+        self._handle = _open(self.path, flag)
+        self._iter = _ids(self._handle, label, noun)
         self._first = next(self._iter, None)
         if self._first is None:
             self.close()
-            raise ConfigurationError(f"--contacts {label} holds no contact ids")
+            raise ConfigurationError(f"{flag} {label} holds no {noun} ids")
 
     def _chunk(self) -> list[str]:
         assert self._iter is not None

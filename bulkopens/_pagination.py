@@ -1,10 +1,10 @@
-"""Walking every page of one contact's report, from page one or from a committed cursor."""
+"""Walking every page of one contact's (or campaign's) report, from page one or from a cursor."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Container
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -13,7 +13,7 @@ from yarl import URL
 
 from bulkopens._exceptions import BadRequest, ForeignNextLink
 from bulkopens._http import Page
-from bulkopens._reports import Report
+from bulkopens._reports import Report, Scope
 from bulkopens._timefmt import canonical
 
 _CREDENTIAL_PARAMS = ("api_key", "access_token")
@@ -27,7 +27,8 @@ class Fetcher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """One contact to fetch, and where to start.
+    """One contact to fetch, and where to start. In campaign scope, ``contact_id`` holds the
+    campaign's id: a work item is whatever the report is asked about.
 
     ``cursor`` is a committed next_link to resume from (None = page one). ``since`` is sent as
     ``created_since``; records dated exactly ``since`` whose line hash is in ``seen_at_since``
@@ -83,8 +84,10 @@ def line_hash(line: bytes) -> bytes:
     return hashlib.blake2b(line, digest_size=8).digest()
 
 
-def first_url(base: URL, report: Report, work: Work, page_size: int) -> URL:
-    path = base.path.rstrip("/") + report.contact_path(work.contact_id)
+def first_url(
+    base: URL, report: Report, work: Work, page_size: int, scope: Scope = "contact"
+) -> URL:
+    path = base.path.rstrip("/") + report.path_for(scope, work.contact_id)
     query = {"limit": str(page_size)}
     if work.since is not None:
         query["created_since"] = work.since
@@ -111,16 +114,29 @@ def resolve_next(base: URL, next_link: str) -> URL:
 
 
 async def walk(
-    fetcher: Fetcher, base: URL, report: Report, work: Work, page_size: int
+    fetcher: Fetcher,
+    base: URL,
+    report: Report,
+    work: Work,
+    page_size: int,
+    *,
+    scope: Scope = "contact",
+    keep: Container[str] | None = None,
 ) -> AsyncGenerator[PageBatch, None]:
     """Yield each page of ``work``'s contact in order, ending with one whose next_link is None.
+
+    ``scope`` says whose report ``work`` names. With ``keep``, a page holds only the records
+    whose ``contact_id`` is in it (a campaign's records of the requested contacts); the walk
+    and its cursor still go over every page.
 
     Stops on a page without next_link, on an empty page, or on a next_link that repeats the
     current one (so a faulty server cannot loop us). Raises ForeignNextLink after yielding the
     page that carried it, and whatever ``fetcher`` raises.
     """
     url = (
-        resolve_next(base, work.cursor) if work.cursor else first_url(base, report, work, page_size)
+        resolve_next(base, work.cursor)
+        if work.cursor
+        else first_url(base, report, work, page_size, scope)
     )
     while True:
         try:
@@ -131,7 +147,7 @@ async def walk(
             # The API no longer takes our committed cursor (it may have expired): start the
             # contact over from page one, dropping what this run already wrote for it.
             work = replace(work, cursor=None, restart=True)
-            url = first_url(base, report, work, page_size)
+            url = first_url(base, report, work, page_size, scope)
             continue
         cursor: str | None = None
         foreign: ForeignNextLink | None = None
@@ -145,7 +161,10 @@ async def walk(
             else:
                 if next_url != url:  # a link to the page we just read would loop forever
                     cursor = str(next_url.relative())
-        yield _batch(work, report, page.results, cursor)
+        results = page.results
+        if keep is not None:
+            results = [r for r in results if _contact_of(r) in keep]
+        yield _batch(work, report, results, cursor)
         if foreign is not None:
             raise foreign
         if cursor is None:
@@ -170,6 +189,12 @@ def _batch(
     return PageBatch(
         work.contact_id, kept, next_link, newest, oldest, newest_lines, oldest_lines, work
     )
+
+
+def _contact_of(record: dict[str, Any]) -> str:
+    """A record's contact id as text (the API writes it as a string; a number is tolerated)."""
+    value = record.get("contact_id")
+    return value if isinstance(value, str) else str(value)
 
 
 def _stamps(report: Report, results: list[dict[str, Any]]) -> list[str | None]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import aiohttp
 import anyio
@@ -29,6 +29,7 @@ from bulkopens._http import Transport
 from bulkopens._pagination import Work, walk
 from bulkopens._ratelimit import Pacer
 from bulkopens._redact import Redactor
+from bulkopens._reports import Scope
 from bulkopens._retry import PageFetcher, RetryPolicy
 from bulkopens._state import AsyncStore, Claim
 from bulkopens._stats import Progress, Stats
@@ -44,6 +45,8 @@ class IdBatches(Protocol):
 
 IdSource = Iterable[str] | AsyncIterable[str]
 ProgressHook = Callable[[Progress], None]
+T = TypeVar("T")
+R = TypeVar("R")
 
 _MAX_RAW = 80  # an invalid input line is reported shortened to this many characters
 _CLAIM_BATCH = 512
@@ -57,6 +60,8 @@ class RunOptions:
     retry_failed: bool = False
     on_progress: ProgressHook | None = None
     progress_interval: float = 0.5
+    scope: Scope = "contact"  # whose report each id names
+    keep: frozenset[str] | None = None  # write only the records of these contacts
 
 
 class _Stopper:
@@ -72,6 +77,48 @@ class _Stopper:
         self._scope.cancel()
 
 
+def build_fetcher(
+    settings: Settings, session: aiohttp.ClientSession, pacer: Pacer, stats: Stats
+) -> PageFetcher:
+    """The request path of one run: transport, pacer, retries, counted in ``stats``."""
+    transport = Transport(
+        session,
+        base=settings.base,
+        api_key=settings.api_key,
+        token=settings.token,
+        redact=Redactor(settings.api_key, settings.token),
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        responses=stats.responses,
+    )
+    return PageFetcher(transport, pacer, RetryPolicy(settings.max_retries), stats)
+
+
+async def map_concurrently(
+    fn: Callable[[T], Awaitable[R]], items: Sequence[T], limit: int
+) -> list[R]:
+    """``[await fn(x) for x in items]``, at most ``limit`` at a time; the first error cancels
+    the others and is raised (unwrapped)."""
+    results: dict[int, R] = {}
+    errors: list[BaseException] = []
+    slots = anyio.Semaphore(max(1, limit))
+
+    async def one(i: int, item: T) -> None:
+        async with slots:
+            try:
+                results[i] = await fn(item)
+            except Exception as exc:
+                errors.append(exc)
+                tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for i, item in enumerate(items):
+            tg.start_soon(one, i, item)
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(len(items))]
+
+
 async def run_pipeline(
     settings: Settings,
     ids: IdSource,
@@ -82,21 +129,15 @@ async def run_pipeline(
     options: RunOptions,
     *,
     pacer: Pacer | None = None,
+    fetcher: PageFetcher | None = None,
 ) -> None:
-    """Fetch every id's report into ``sink``. Raises the first RunStopped error, if any."""
+    """Fetch every id's report into ``sink``. Raises the first RunStopped error, if any.
+
+    ``fetcher`` (from :func:`build_fetcher`) shares its pacer and counters with the caller's
+    own requests (the planner's); by default one is made from ``session`` and ``pacer``.
+    """
     pacer = pacer or Pacer(settings.rate)
-    redact = Redactor(settings.api_key, settings.token)
-    transport = Transport(
-        session,
-        base=settings.base,
-        api_key=settings.api_key,
-        token=settings.token,
-        redact=redact,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        responses=stats.responses,
-    )
-    fetcher = PageFetcher(transport, pacer, RetryPolicy(settings.max_retries), stats)
+    fetcher = fetcher or build_fetcher(settings, session, pacer, stats)
     workers = settings.workers
     with anyio.CancelScope() as scope:
         stopper = _Stopper(scope)
@@ -108,7 +149,14 @@ async def run_pipeline(
             tg.start_soon(_claim, id_rx, work_tx, result_tx.clone(), store, stats, options)
             for _ in range(workers):
                 tg.start_soon(
-                    _work, settings, fetcher, work_rx.clone(), result_tx.clone(), stats, stopper
+                    _work,
+                    settings,
+                    options,
+                    fetcher,
+                    work_rx.clone(),
+                    result_tx.clone(),
+                    stats,
+                    stopper,
                 )
             work_rx.close()
             result_tx.close()
@@ -172,7 +220,7 @@ async def _claim(
                 cid = parse_contact_id(raw) if isinstance(raw, str) else None
                 if cid is None:
                     stats.contacts_invalid += 1
-                    await results.send(InvalidInput(_shorten(raw)))
+                    await results.send(InvalidInput(shorten_input(raw)))
                 else:
                     valid.append(cid)
             if not valid:
@@ -193,7 +241,8 @@ async def _claim(
                     stats.contacts_skipped += 1
 
 
-def _shorten(raw: object) -> str:
+def shorten_input(raw: object) -> str:
+    """An input line as it is reported when it is not an id: stripped, at most 80 characters."""
     text = raw if isinstance(raw, str) else repr(raw)
     text = text.strip()
     return text if len(text) <= _MAX_RAW else text[: _MAX_RAW - 1] + "…"
@@ -201,6 +250,7 @@ def _shorten(raw: object) -> str:
 
 async def _work(
     settings: Settings,
+    options: RunOptions,
     fetcher: PageFetcher,
     work_in: MemoryObjectReceiveStream[Work],
     results: MemoryObjectSendStream[Result],
@@ -209,11 +259,12 @@ async def _work(
 ) -> None:
     """One worker: take a contact, walk all of its pages, hand every page on in order."""
     base, report, page_size = settings.base, settings.report_spec, settings.page_size
+    scope, keep = options.scope, options.keep
     async with work_in, results:
         async for work in work_in:
             try:
                 async with contextlib.aclosing(
-                    walk(fetcher, base, report, work, page_size)
+                    walk(fetcher, base, report, work, page_size, scope=scope, keep=keep)
                 ) as pages:
                     async for page in pages:
                         stats.pages += 1

@@ -83,9 +83,9 @@ class ProgressReporter:
         done = f"{p.contacts_finished:,}"
         if p.contacts_total:
             pct = 100.0 * min(1.0, (p.contacts_finished + p.contacts_invalid) / p.contacts_total)
-            done += f"/{p.contacts_total:,} contacts ({pct:.1f}%)"
+            done += f"/{p.contacts_total:,} {p.unit} ({pct:.1f}%)"
         else:
-            done += " contacts"
+            done += f" {p.unit}"
         parts = [
             done,
             f"{p.records:,} records",
@@ -105,16 +105,20 @@ def describe(summary: Summary) -> str:
     totals = summary.totals
     failed = totals.get("failed", 0) + totals.get("failed_for_good", 0)
     invalid = totals.get("invalid", 0)
+    unit = summary.unit
     lines = [
         f"bulkopens: {summary.status.replace('_', ' ')} after {duration(summary.elapsed_seconds)}"
         f" (run {summary.run}, attempt {summary.attempt})",
-        f"  contacts: {summary.contacts_done:,} fetched now, {summary.contacts_skipped:,} already"
-        f" done or skipped, {failed:,} failed, {invalid:,} invalid ids skipped",
+        f"  {unit + ':':<9} {summary.contacts_done:,} fetched now, {summary.contacts_skipped:,}"
+        f" already done or skipped, {failed:,} failed, {invalid:,} invalid ids skipped",
         f"  records:  {summary.records:,} written now, {summary.requests:,} requests,"
         f" {summary.retries:,} retries, {summary.throttles:,} throttles",
     ]
     if summary.files:
         lines.append(f"  files:    {', '.join(summary.files)} in {summary.out_dir}")
     if failed or invalid:
-        lines.append(f"  errors:   one line per failed contact in {summary.out_dir}/errors.ndjson")
+        lines.append(
+            f"  errors:   one line per failed {unit.removesuffix('s')} or invalid id in "
+            f"{summary.out_dir}/errors.ndjson"
+        )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anyio
 from tenacity import (
@@ -26,6 +27,7 @@ from bulkopens._ratelimit import Pacer
 from bulkopens._stats import Stats
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 DEFAULT_THROTTLE_WAIT = 1.0  # the API sends no Retry-After; its per-second window clears in ~1 s
 MAX_THROTTLES_PER_REQUEST = 120
@@ -72,8 +74,15 @@ class PageFetcher:
 
         Run-stopping errors and per-contact errors from the transport pass through untouched.
         """
+        return await self._call(self._transport.get, url)
+
+    async def fetch_object(self, url: URL) -> dict[str, Any]:
+        """The unpaged JSON object at ``url`` (a summary report), under the same policy."""
+        return await self._call(self._transport.get_object, url)
+
+    async def _call(self, get: Callable[[URL], Awaitable[T]], url: URL) -> T:
         try:  # the common case: one attempt, no retry machinery on the hot path
-            return await self._attempt(url)
+            return await self._attempt(get, url)
         except TransientError as exc:
             failed: TransientError | None = exc
         policy = self._policy
@@ -91,7 +100,7 @@ class PageFetcher:
                     if failed is not None:  # tenacity's attempt 1 is the one that just failed
                         first, failed = failed, None
                         raise first
-                    return await self._attempt(url)
+                    return await self._attempt(get, url)
         except TransientError as exc:
             raise RetriesExhausted(
                 f"gave up after {policy.max_retries + 1} attempts: {exc}",
@@ -99,13 +108,13 @@ class PageFetcher:
             ) from None
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
-    async def _attempt(self, url: URL) -> Page:
+    async def _attempt(self, get: Callable[[URL], Awaitable[T]], url: URL) -> T:
         """One attempt: as many throttled tries as it takes, each behind a pacer slot."""
         for _ in range(MAX_THROTTLES_PER_REQUEST):
             await self._pacer.acquire()
             self._stats.requests += 1
             try:
-                return await self._transport.get(url)
+                return await get(url)
             except ThrottledError as exc:
                 self._stats.throttles += 1
                 wait = exc.retry_after if exc.retry_after is not None else DEFAULT_THROTTLE_WAIT

@@ -1,9 +1,11 @@
 """What is durably done: the state store kept in ``OUT/.bulkopens/state.sqlite3``.
 
-The writer is the only committer. It makes record files durable first and only then commits
-here, so a committed row never points past bytes that could be lost. On resume, files are cut
-back to their committed length, completed contacts are skipped, and in-progress contacts go on
-from their committed cursor (the last next_link whose page is in the files).
+The writer is the only committer while records flow (before that, a planned run commits its
+choice of path and the input lines that are not ids). It makes record files durable first and
+only then commits here, so a committed row never points past bytes that could be lost. On
+resume, files are cut back to their committed length, completed contacts are skipped, and
+in-progress contacts go on from their committed cursor (the last next_link whose page is in
+the files).
 
 Rows are small and keyed by contact id; a commit updates only the contacts it touched, so the
 state stays compact and fast for millions of contacts. All methods are synchronous and must be
@@ -341,6 +343,24 @@ class Store:
             )
         db.commit()
 
+    def add_invalid(self, raws: Sequence[str]) -> None:
+        """Record input lines that are not ids, and commit (the planner's contacts, which never
+        pass through the writer)."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO invalid (raw, run) VALUES (?, ?)",
+            [(raw, self.run) for raw in raws],
+        )
+        self._db.commit()
+
+    def plan(self) -> str | None:
+        """The path (``contact`` or ``campaign``) the planner chose for this ``--out``, if any."""
+        return self._meta("plan")
+
+    def save_plan(self, path: str) -> None:
+        """Keep the planner's choice: resumes and incremental runs take the same path."""
+        self._set_meta("plan", path)
+        self._db.commit()
+
     def finish(self, complete: bool) -> None:
         """Close this attempt; a complete run is what ``--incremental`` builds on next time."""
         self._db.execute(
@@ -351,15 +371,18 @@ class Store:
 
     # -- views for the output files --------------------------------------------------------
 
-    def failures(self) -> Iterator[dict[str, Any]]:
-        """Every contact of this run that is failed, then every invalid input line."""
+    def failures(
+        self, key_column: str = "contact_id", invalid_noun: str = "contact"
+    ) -> Iterator[dict[str, Any]]:
+        """Every contact (or campaign: ``key_column``) of this run that is failed, then every
+        invalid input line (which was meant to be an ``invalid_noun`` id)."""
         for cid, status, http_status, key, error in self._db.execute(
             "SELECT id, status, http_status, error_key, error FROM contacts "
             "WHERE run = ? AND status IN (?, ?) ORDER BY id",
             (self.run, FAILED, GONE),
         ):
             yield {
-                "contact_id": str(cid),
+                key_column: str(cid),
                 "status": http_status,
                 "error_key": key,
                 "error": error,
@@ -369,10 +392,10 @@ class Store:
             "SELECT raw FROM invalid WHERE run = ? ORDER BY raw", (self.run,)
         ):
             yield {
-                "contact_id": raw,
+                f"{invalid_noun}_id": raw,
                 "status": None,
-                "error_key": "bulkopens.invalid_contact_id",
-                "error": "not a v2 contact id (a positive integer); no request was made",
+                "error_key": f"bulkopens.invalid_{invalid_noun}_id",
+                "error": f"not a v2 {invalid_noun} id (a positive integer); no request was made",
                 "retryable": False,
             }
 

@@ -25,6 +25,7 @@ class Progress:
     elapsed: float
     rate: float  # the pacer's current effective rate (inf when unlimited)
     finished: bool
+    unit: str = "contacts"  # what the contacts_* counters count: contacts, or campaigns
 
     @property
     def contacts_finished(self) -> int:
@@ -50,6 +51,7 @@ class Stats:
     responses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+    unit: str = "contacts"
 
     def snapshot(self, rate: float = float("inf")) -> Progress:
         return Progress(
@@ -68,4 +70,5 @@ class Stats:
             elapsed=time.monotonic() - self.started,
             rate=rate,
             finished=self.finished,
+            unit=self.unit,
         )

@@ -1,0 +1,152 @@
+"""What one call fetches (a job), and what the engine is fed once the job is planned.
+
+A job is the contact reports of some contacts, by a strategy, or the campaign reports of some
+campaigns. :func:`feed` turns it into the engine's input: the ids of the work items, whose
+reports they name (contacts or campaigns), and whose records to keep. For a planned job it
+runs the planner, or takes the path an earlier attempt on the same ``--out`` chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bulkopens._campaigns import (
+    SENT,
+    STRATEGIES,
+    ContactSet,
+    Plan,
+    Strategy,
+    make_plan,
+    sent_campaigns,
+)
+from bulkopens._config import Settings
+from bulkopens._exceptions import ConfigurationError
+from bulkopens._pipeline import IdSource
+from bulkopens._reports import REPORTS, Scope
+from bulkopens._retry import PageFetcher
+from bulkopens._state import AsyncStore
+from bulkopens._stats import Stats
+
+PlanHook = Callable[[Plan], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a call fetches: contact reports of ``ids`` (by ``strategy``), or campaign reports
+    of ``ids`` (campaign ids, or SENT for the account's sent campaigns)."""
+
+    mode: Literal["contact", "campaign"]
+    ids: IdSource
+    strategy: Strategy = "contact"
+
+    def check(self, report: str) -> None:
+        """ConfigurationError for a combination that cannot run (before any request)."""
+        if self.strategy not in STRATEGIES:
+            raise ConfigurationError(
+                f"unknown strategy {self.strategy!r}; one of {', '.join(STRATEGIES)}"
+            )
+        spec = REPORTS.get(report)
+        if spec is None:
+            return  # Settings says so
+        if self.mode == "campaign" and not spec.for_campaigns:
+            raise ConfigurationError(
+                f"the {report} report exists for contacts only; campaigns have "
+                f"{', '.join(n for n, r in REPORTS.items() if r.for_campaigns)}"
+            )
+        if self.strategy == "campaign" and not spec.for_campaigns:
+            raise ConfigurationError(
+                f"the {report} report has no campaign endpoint; use --strategy contact or auto"
+            )
+
+    @property
+    def plans(self) -> bool:
+        """Whether the planner runs (and so the contact ids are read whole first)."""
+        return self.mode == "contact" and self.strategy != "contact"
+
+    def fingerprint(self, contacts: ContactSet | None) -> dict[str, Any]:
+        """What must not change between attempts on one --out, beyond report/since/base_url.
+        Empty for the original contact mode, so its existing state stays valid."""
+        extra: dict[str, Any] = {}
+        if self.mode == "campaign":
+            extra["mode"] = "campaign"
+        if self.strategy != "contact":
+            extra["strategy"] = self.strategy
+        if contacts is not None:
+            extra["contacts"] = contacts.digest()
+        return extra
+
+
+@dataclass(slots=True)
+class Feed:
+    """What the engine is fed once the job is planned."""
+
+    ids: IdSource
+    scope: Scope = "contact"  # whose reports the ids name
+    keep: frozenset[str] | None = None  # write only these contacts' records
+    plan: Plan | None = None
+
+
+async def feed(
+    job: Job,
+    settings: Settings,
+    fetcher: PageFetcher,
+    stats: Stats,
+    contacts: ContactSet | None,
+    store: AsyncStore | None,
+    on_plan: PlanHook | None,
+) -> Feed:
+    """Plan ``job`` (if it plans) and say what the engine is fed. ``contacts`` is the job's
+    ids read whole (planned jobs only); ``store`` keeps the chosen path for later attempts
+    (None for the iterators); ``on_plan`` is told the plan before anything is fetched.
+    Requests go through ``fetcher`` and are counted in ``stats``."""
+    if job.mode == "campaign":
+        stats.unit = "campaigns"
+        if job.ids == SENT:
+            ids, _ = await sent_campaigns(fetcher, settings.base)
+            stats.contacts_total = len(ids)
+            return Feed(ids, "campaign")
+        return Feed(job.ids, "campaign")
+    if contacts is None:
+        return Feed(job.ids)
+    kept: str | None = None
+    if store is not None:
+        kept = await store.call(store.sync.plan)
+    plan = await plan_job(job, settings, fetcher, stats, contacts, kept)
+    if store is not None and kept is None:
+        await store.call(store.sync.save_plan, plan.path)
+    if on_plan is not None:
+        on_plan(plan)
+    if plan.path == "contact":
+        return Feed(contacts.raw, plan=plan)
+    stats.unit = "campaigns"
+    stats.contacts_total = len(plan.campaign_ids)
+    if store is not None and contacts.invalid:
+        await store.call(store.sync.add_invalid, contacts.invalid)
+    return Feed(list(plan.campaign_ids), "campaign", contacts.ids, plan)
+
+
+async def plan_job(
+    job: Job,
+    settings: Settings,
+    fetcher: PageFetcher,
+    stats: Stats,
+    contacts: ContactSet,
+    kept: str | None = None,
+) -> Plan:
+    """The planner's choice for ``job``, with the requests it spent (``fetcher`` counts its
+    requests in ``stats``). ``kept``: the path an earlier attempt chose, if any."""
+    before = stats.requests
+    plan = await make_plan(
+        fetcher,
+        settings.base,
+        settings.report_spec,
+        len(contacts.ids),
+        job.strategy,
+        page_size=settings.page_size,
+        concurrency=settings.workers,
+        kept_path="campaign" if kept == "campaign" else "contact" if kept else None,
+    )
+    return dataclasses.replace(plan, spent=stats.requests - before)
