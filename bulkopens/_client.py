@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -446,6 +447,7 @@ class RecordStream:
         self._settings = settings
         self._job = job
         self._buffer = buffer
+        self._page: collections.deque[dict[str, Any]] = collections.deque()
         self.plan: Plan | None = None
         self._rx: Any = None
         self._scope: anyio.CancelScope | None = None
@@ -474,23 +476,29 @@ class RecordStream:
             self._rx.close()
 
     async def __anext__(self) -> dict[str, Any]:
+        if self._page:
+            return self._page.popleft()
         if self._rx is None:
             self._start()
         try:
-            record: dict[str, Any] = await self._rx.receive()
+            page: list[dict[str, Any]] = await self._rx.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             self._rx.close()
             if self._error is not None:
                 raise self._error from None
             raise StopAsyncIteration from None
-        return record
+        self._page.extend(page)
+        return self._page.popleft()
 
     def _error_or_none(self) -> BulkOpensError | None:
         return self._error if isinstance(self._error, BulkOpensError) else None
 
     def _start(self) -> None:
         session, pacer, tg = self._client._started()
-        tx, self._rx = anyio.create_memory_object_stream[dict[str, Any]](self._buffer)
+        # Pages travel whole (one hop per page, not per record); the stream holds about
+        # ``buffer`` records' worth of pages.
+        pages = max(1, self._buffer // self._settings.page_size)
+        tx, self._rx = anyio.create_memory_object_stream[list[dict[str, Any]]](pages)
         self._sink = StreamSink(tx, self._stats)
         tg.start_soon(self._run, session, pacer, tx)
 

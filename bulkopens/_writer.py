@@ -228,9 +228,10 @@ def _merge_span(mark: ContactMark, batch: PageBatch) -> None:
 
 
 class StreamSink:
-    """Hands records to an in-process consumer (the async iterator), with backpressure."""
+    """Hands records to an in-process consumer (the async iterator), a page at a time, with
+    backpressure: the stream to the consumer holds a bounded number of pages."""
 
-    def __init__(self, out: ObjectSendStream[dict[str, Any]], stats: Stats) -> None:
+    def __init__(self, out: ObjectSendStream[list[dict[str, Any]]], stats: Stats) -> None:
         self._out = out
         self._stats = stats
         self.failures: list[ContactFailed] = []
@@ -240,8 +241,8 @@ class StreamSink:
         async with results:
             async for item in results:
                 if isinstance(item, PageBatch):
-                    for record in item.records:
-                        await self._out.send(record)
+                    if item.records:
+                        await self._out.send(item.records)
                     self._stats.records += len(item.records)
                     if item.next_link is None:
                         self._stats.contacts_done += 1
