@@ -56,9 +56,9 @@ def main() -> None:
     parser.add_argument("--heavy", type=float, default=0.0, help="simulator --heavy-fraction")
     args = parser.parse_args()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "bulkopens", "simulate", "--port", "0", "--contacts",
-         str(args.contacts), "--heavy-fraction", str(args.heavy), "--rate", "0", "--daily-quota", "0",
-         "--api-key", KEY, "--token", TOKEN],
+        [sys.executable, "-m", "bulkopens", "simulate", "--port", "0",
+         "--contacts", str(args.contacts), "--heavy-fraction", str(args.heavy),
+         "--rate", "0", "--daily-quota", "0", "--api-key", KEY, "--token", TOKEN],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -1,0 +1,3 @@
+"""Nothing under benchmarks/ is a test: keep pytest from collecting it even when pointed here."""
+
+collect_ignore_glob = ["*"]
