@@ -107,10 +107,6 @@ class RecordFiles:
         self._closing.clear()
         return marks
 
-    @property
-    def names(self) -> list[str]:
-        return [i.name for i in [*self._closing, *([self._current] if self._current else [])]]
-
     def close(self) -> None:
         """Close without syncing (the caller syncs first if it wants the data)."""
         for item in [*self._closing, *([self._current] if self._current else [])]:

@@ -86,7 +86,6 @@ class FileSink:
         self._oldest: str | None = None
         self._newest: str | None = None
         self._last_commit = time.monotonic()
-        self.commits = 0
 
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
         """Apply every result in order; return when every sender is closed."""
@@ -207,7 +206,6 @@ class FileSink:
         with anyio.CancelScope(shield=True):
             await self._store.call(work)
         self._last_commit = time.monotonic()
-        self.commits += 1
 
 
 def _merge_span(mark: ContactMark, batch: PageBatch) -> None:
@@ -235,7 +233,6 @@ class StreamSink:
         self._out = out
         self._stats = stats
         self.failures: list[ContactFailed] = []
-        self.invalid: list[str] = []
 
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
         async with results:
@@ -249,5 +246,4 @@ class StreamSink:
                 elif isinstance(item, ContactFailed):
                     self.failures.append(item)
                     self._stats.contacts_failed += 1
-                else:
-                    self.invalid.append(item.raw)
+                # invalid input is counted by the claimer (stats.contacts_invalid); nothing to do
