@@ -267,14 +267,15 @@ async def make_plan(
         return dataclasses.replace(plan, path="campaign", **_listed(ids, pages))
     if strategy == "contact":
         return dataclasses.replace(plan, reason="as asked")
-    if not report.for_campaigns:
-        if strategy == "campaign":
-            raise ConfigurationError(
-                f"the {report.name} report has no campaign endpoint; use --strategy contact"
-            )
-        return dataclasses.replace(
-            plan, reason=f"the {report.name} report has no campaign endpoint"
+    if not report.plannable:
+        gap = (
+            "has no campaign endpoint"
+            if report.paged
+            else "is not in the campaign reports"  # a contact's summary
         )
+        if strategy == "campaign":
+            raise ConfigurationError(f"the {report.name} report {gap}; use --strategy contact")
+        return dataclasses.replace(plan, reason=f"the {report.name} report {gap}")
     if strategy == "auto" and contacts == 0:
         return dataclasses.replace(plan, reason="no contacts to fetch")
     ids, pages = await sent_campaigns(fetcher, base)

@@ -51,6 +51,7 @@ examples:
   bulkopens fetch --contacts contacts.txt --out opens/ --incremental          # daily sync
   bulkopens fetch --contacts contacts.txt --out opens/ --strategy auto        # fewest requests
   bulkopens fetch --campaigns sent --out campaign-opens/                      # campaign mode
+  bulkopens fetch --contacts contacts.txt --out sums/ --report summary        # counts per contact
 
 Run the same command again on the same --out to resume: every record is written once.
 
@@ -177,9 +178,13 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     what.add_argument("--out", required=True, metavar="DIR", help="output directory")
     what.add_argument(
         "--report",
-        choices=sorted(REPORTS),
+        choices=list(REPORTS),
         default="opens",
-        help="which tracking report (default: opens); 'all' is for contacts only",
+        metavar="NAME",
+        help=f"which tracking report: {', '.join(REPORTS)} (default: opens). 'all' (every "
+        "activity) is for contacts only. 'summary' is one line per contact (or campaign) with "
+        "its activity counts; 'summary-by-campaign' one line per campaign a contact has "
+        "activity in (contacts only); the summaries take no --since and no --strategy campaign",
     )
     what.add_argument(
         "--strategy",
@@ -198,7 +203,7 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         "--incremental",
         action="store_true",
         help="after a complete run: fetch only activity newer than what --out already holds, "
-        "into new files listed in manifest.json",
+        "into new files listed in manifest.json (summaries: a new snapshot of each)",
     )
     what.add_argument(
         "--retry-failed",
@@ -381,6 +386,9 @@ def run_fetch(
 
 def _mode_error(args: argparse.Namespace) -> str | None:
     """The one-line usage error of a mode and its options that do not fit, if any."""
+    spec = REPORTS[args.report]
+    if not spec.paged and args.since is not None:
+        return f"--since does not apply to --report {args.report}: summaries have no date filter"
     if args.campaigns is not None:
         if args.strategy is not None:
             return "--strategy is for contact reports (--contacts), not --campaigns"
@@ -389,7 +397,11 @@ def _mode_error(args: argparse.Namespace) -> str | None:
                 f"--report {args.report} is for contacts only; with --campaigns use one of "
                 f"{', '.join(CAMPAIGN_REPORTS)}"
             )
-    elif args.strategy == "campaign" and args.report not in CAMPAIGN_REPORTS:
+    elif args.strategy == "campaign" and not spec.paged:
+        return (
+            f"--strategy campaign does not apply to --report {args.report}; use --strategy contact"
+        )
+    elif args.strategy == "campaign" and not spec.plannable:
         return f"--report {args.report} has no campaign endpoint; use --strategy contact or auto"
     return None
 

@@ -139,6 +139,8 @@ class Client:
         Duplicated ids are fetched once, invalid ones are reported and never sent.
         ``strategy`` ``auto`` or ``campaign`` reads the ids whole first and may fetch the
         sent campaigns' reports instead, keeping these contacts' records (see :meth:`plan`).
+        ``report`` ``summary`` or ``summary-by-campaign`` yields the summary objects (one
+        request per contact; no ``since``, no ``campaign`` strategy).
         """
         settings = dataclasses.replace(self._settings, report=report, since=since)
         return RecordStream(self, settings, Job("contact", contact_ids, strategy), buffer)
@@ -218,7 +220,8 @@ class Client:
         ``campaign_ids`` are v2 campaign ids (any iterable, as for :meth:`export`), or
         ``bulkopens.SENT`` for every campaign the account has sent (listed on each attempt).
         The same files, guarantees and resume as :meth:`export`; ``errors.ndjson`` is keyed
-        by ``campaign_id``. ``all`` is not a campaign report.
+        by ``campaign_id``. ``all`` and ``summary-by-campaign`` are not campaign reports;
+        ``summary`` writes one line per campaign, with its ``campaign_id``.
         """
         return await self._export(
             Job("campaign", campaign_ids),

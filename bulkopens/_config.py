@@ -109,6 +109,11 @@ class Settings:
         if self.max_file_bytes < 1024:
             raise ConfigurationError("max_file_bytes must be at least 1024")
         object.__setattr__(self, "since", normalise_since(self.since))
+        if self.since is not None and not REPORTS[self.report].paged:
+            raise ConfigurationError(
+                f"--since does not apply to the {self.report} report: the summary reports "
+                "have no date filter"
+            )
         object.__setattr__(self, "base_url", str(normalise_base_url(self.base_url)))
 
     @property

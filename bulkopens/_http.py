@@ -37,10 +37,15 @@ _MAX_ERROR_TEXT = 200
 
 @dataclass(slots=True)
 class Page:
-    """One page of a report: the records as the API sent them, and the raw next_link."""
+    """One page of a report: the records as the API sent them, and the raw next_link.
+
+    ``body`` is the answer's text, from which the records' own text can be cut (see
+    :func:`bulkopens._pagination.record_text`); whoever changes ``results`` must drop it.
+    """
 
     results: list[dict[str, Any]]
     next_link: str | None
+    body: bytes | None = None
 
 
 def new_session(workers: int, connect_timeout: float, read_timeout: float) -> aiohttp.ClientSession:
@@ -102,6 +107,18 @@ class Transport:
             raise TransientError(f"200 for {where} without a JSON object")
         return data
 
+    async def get_list(self, url: URL) -> list[dict[str, Any]]:
+        """GET one unpaged bare JSON array of objects (summaryByCampaign); errors as for
+        :meth:`get`."""
+        where = url.path
+        try:
+            data = orjson.loads(await self._body(url))
+        except orjson.JSONDecodeError:
+            raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
+        if not isinstance(data, list) or not set(map(type, data)) <= {dict}:
+            raise TransientError(f"200 for {where} without a JSON array of objects")
+        return data
+
     async def _body(self, url: URL) -> bytes:
         """The body of a 200 answer to GET ``url``; any other answer is raised as an error."""
         if url.origin() != self._origin:
@@ -146,7 +163,7 @@ class Transport:
         next_link = pagination.get("next_link") if isinstance(pagination, dict) else None
         if next_link is not None and not isinstance(next_link, str):
             raise TransientError(f"200 for {where} with a malformed next_link")
-        return Page(results, next_link or None)
+        return Page(results, next_link or None, body)
 
     def _error(self, status: int, body: bytes, retry_after: str | None, where: str) -> Exception:
         key, text = self._error_detail(body)

@@ -56,9 +56,14 @@ class Job:
                 f"the {report} report exists for contacts only; campaigns have "
                 f"{', '.join(n for n, r in REPORTS.items() if r.for_campaigns)}"
             )
-        if self.strategy == "campaign" and not spec.for_campaigns:
+        if self.strategy == "campaign" and not spec.plannable:
+            if spec.paged:
+                raise ConfigurationError(
+                    f"the {report} report has no campaign endpoint; use --strategy contact or auto"
+                )
             raise ConfigurationError(
-                f"the {report} report has no campaign endpoint; use --strategy contact or auto"
+                f"--strategy campaign does not apply to the {report} report (a contact's "
+                "summary is not in the campaign reports); use --strategy contact"
             )
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import AsyncGenerator, Container
+from collections.abc import AsyncGenerator, Container, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -19,7 +19,8 @@ from bulkopens._timefmt import canonical
 
 _CREDENTIAL_PARAMS = ("api_key", "access_token")
 # The API's own time form, YYYY-MM-DDTHH:MM:SS.mmmZ (24 characters), sorts as time does.
-_CANONICAL_PUNCTUATION = (("-", 2), ("T", 1), (":", 2), (".", 1), ("Z", 1))
+_STAMP_LENGTH = 24
+_STAMP_PUNCTUATION = ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z"))
 
 
 class Fetcher(Protocol):
@@ -53,7 +54,12 @@ class Work:
 
 @dataclass(slots=True)
 class PageBatch:
-    """The records of one page of one contact, and where the walk goes next."""
+    """The records of one page of one contact, and where the walk goes next.
+
+    The records come as dicts (``records``), or already as NDJSON (``lines``, with ``records``
+    empty) when the sink writes files: they are then serialised by the worker right after
+    parsing, while they are hot in the CPU cache, and the dicts are freed at once.
+    """
 
     contact_id: str
     records: list[dict[str, Any]]
@@ -65,6 +71,12 @@ class PageBatch:
     newest_lines: list[bytes] = field(default_factory=list)  # the records dated ``newest``
     oldest_lines: list[bytes] = field(default_factory=list)  # the records dated ``oldest``
     work: Work | None = None  # the work item this page belongs to
+    lines: bytes | None = None  # the records as NDJSON lines, in place of ``records``
+    count: int = 0  # how many records: len(records), or the lines in ``lines``
+
+    def __post_init__(self) -> None:
+        if self.lines is None:
+            self.count = len(self.records)
 
 
 def line_of(record: dict[str, Any]) -> bytes:
@@ -73,11 +85,62 @@ def line_of(record: dict[str, Any]) -> bytes:
 
 
 def lines_of(records: list[dict[str, Any]]) -> bytes:
-    """Records as NDJSON lines, joined (the writer's hot path: no Python call per record)."""
-    return b"".join(map(_dumps_line, records))
+    """Records as NDJSON lines, joined: exactly ``b"".join(map(line_of, records))``.
+
+    The writer's hot path. One ``orjson.dumps`` of the whole list is about 8x cheaper than one
+    per record (a 500-record page: ~0.17 ms against ~1.5 ms). Compact JSON of a list of
+    objects is ``[{...},{...}]``, so the records are split at each ``},{``: when the text holds
+    exactly ``len(records) - 1`` of them, every one is a boundary between two records (the
+    pattern cannot overlap itself, so ``count`` sees each occurrence). Otherwise some string or
+    nested value holds the pattern too, and each record is dumped on its own.
+    """
+    if not records:
+        return b""
+    joined = orjson.dumps(records)
+    if joined.count(b"},{") != len(records) - 1 or joined[1:2] != b"{":
+        return b"".join(map(_dumps_line, records))
+    return joined[1:-1].replace(b"},{", b"}\n{") + b"\n"
 
 
 _dumps_line = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
+
+
+_RESULTS_KEY = b'"results":['
+# Bytes the text of a cut page must not hold: whitespace, and brackets (no array but results).
+_NOT_IN_CUT = (b" ", b"\n", b"\r", b"\t", b"[", b"]")
+
+
+def record_text(body: bytes, count: int) -> bytes | None:
+    """The ``count`` records of a page as NDJSON lines cut from the answer's own text, or None
+    when the text is not in the form this needs (then the records are serialised instead).
+
+    Cutting skips serialising the records again, the largest cost of a 500-record page. The
+    form is compact JSON ending in the results array, ``{...,"results":[{...},...,{...}]}``
+    (the simulator's form; an answer in any other form is serialised), with flat records (no
+    arrays in them; activity records have none). The checks run in C (each byte test is a
+    ``memchr``), and together they make the cut exact. The slice between the first
+    ``"results":[`` and the closing ``]}``:
+
+    * holds no whitespace, so no token is split by any;
+    * holds no ``[`` or ``]``: the first ``"results":[`` was the top-level key (a nested one
+      would leave the real key's ``[`` in the slice), no top-level key follows the array (its
+      ``]`` would be in the slice), and the only array is the results;
+    * has exactly ``count - 1`` ``},{``. With no other array, a ``},{`` outside a string is a
+      boundary between two records, and there are ``count - 1`` of those; so none was in a
+      string.
+
+    Any page that fails a check is serialised: slower, never wrong.
+    """
+    start = body.find(_RESULTS_KEY)
+    end = len(body.rstrip())
+    if count < 1 or start < 0 or body[end - 2 : end] != b"]}":
+        return None
+    text = body[start + len(_RESULTS_KEY) : end - 2]
+    if text[:1] != b"{" or text[-1:] != b"}" or any(b in text for b in _NOT_IN_CUT):
+        return None
+    if text.count(b"},{") != count - 1:
+        return None
+    return text.replace(b"},{", b"}\n{") + b"\n"
 
 
 def line_hash(line: bytes) -> bytes:
@@ -123,12 +186,14 @@ async def walk(
     *,
     scope: Scope = "contact",
     keep: Container[str] | None = None,
+    lines: bool = False,
 ) -> AsyncGenerator[PageBatch, None]:
     """Yield each page of ``work``'s contact in order, ending with one whose next_link is None.
 
     ``scope`` says whose report ``work`` names. With ``keep``, a page holds only the records
     whose ``contact_id`` is in it (a campaign's records of the requested contacts); the walk
-    and its cursor still go over every page.
+    and its cursor still go over every page. With ``lines``, each batch carries its records
+    as NDJSON lines instead of dicts.
 
     Stops on a page without next_link, on an empty page, or on a next_link that repeats the
     current one (so a faulty server cannot loop us). Raises ForeignNextLink after yielding the
@@ -163,9 +228,10 @@ async def walk(
                 if next_url != url:  # a link to the page we just read would loop forever
                     cursor = str(next_url.relative())
         results = page.results
+        body = page.body if lines else None
         if keep is not None:
-            results = [r for r in results if _contact_of(r) in keep]
-        yield _batch(work, report, results, cursor)
+            results, body = [r for r in results if _contact_of(r) in keep], None
+        yield _batch(work, report, results, cursor, lines, body)
         if foreign is not None:
             raise foreign
         if cursor is None:
@@ -174,26 +240,75 @@ async def walk(
 
 
 def _batch(
-    work: Work, report: Report, results: list[dict[str, Any]], next_link: str | None
+    work: Work,
+    report: Report,
+    results: list[dict[str, Any]],
+    next_link: str | None,
+    as_lines: bool = False,
+    body: bytes | None = None,
 ) -> PageBatch:
+    """The batch of one page's ``results``: those not yet written, as dicts or (``as_lines``)
+    as NDJSON, cut from ``body`` (the page's text) when every record is kept and it allows."""
     stamps = _stamps(report, results)
     kept = results
     if work.seen_at_since or work.restart:
         pairs = [(r, s) for r, s in zip(results, stamps, strict=True) if not _written(work, r, s)]
         kept, stamps = [r for r, _ in pairs], [s for _, s in pairs]
-    known = cast("list[str]", [s for s in stamps if s is not None] if None in stamps else stamps)
-    if not known:
-        return PageBatch(work.contact_id, kept, next_link, work=work)
-    newest, oldest = max(known), min(known)
-    newest_lines = _lines_dated(kept, stamps, newest)
-    oldest_lines = _lines_dated(kept, stamps, oldest)
-    return PageBatch(
-        work.contact_id, kept, next_link, newest, oldest, newest_lines, oldest_lines, work
+    if as_lines:
+        text = record_text(body, len(kept)) if body is not None and kept is results else None
+        if text is None:
+            text = lines_of(kept)
+        batch = PageBatch(work.contact_id, [], next_link, work=work, lines=text, count=len(kept))
+    else:
+        batch = PageBatch(work.contact_id, kept, next_link, work=work)
+    if None not in stamps:
+        if stamps:
+            _set_ends_ordered(batch, kept, cast("list[str]", stamps))
+    else:
+        known = [s for s in stamps if s is not None]
+        if known:
+            _set_ends(batch, kept, stamps, max(known), min(known))
+    return batch
+
+
+def _set_ends_ordered(batch: PageBatch, records: list[dict[str, Any]], stamps: list[str]) -> None:
+    """Set the page's newest and oldest times and their lines, every record being dated.
+
+    The API sends records newest first: then the ends are the first and last records, and a
+    check of the order (one C pass) is all it costs. Other orders take the general way.
+    """
+    first, last = stamps[0], stamps[-1]
+    if first < last or not all(map(operator.ge, stamps, stamps[1:])):
+        _set_ends(batch, records, stamps, max(stamps), min(stamps))
+        return
+    batch.newest, batch.oldest = first, last
+    n = len(stamps)
+    batch.newest_lines = (
+        [line_of(records[0])]
+        if n == 1 or stamps[1] != first
+        else _lines_dated(records, stamps, first)
+    )
+    batch.oldest_lines = (
+        [line_of(records[-1])]
+        if n == 1 or stamps[-2] != last
+        else _lines_dated(records, stamps, last)
     )
 
 
+def _set_ends(
+    batch: PageBatch,
+    records: list[dict[str, Any]],
+    stamps: Sequence[str | None],
+    newest: str,
+    oldest: str,
+) -> None:
+    batch.newest, batch.oldest = newest, oldest
+    batch.newest_lines = _lines_dated(records, stamps, newest)
+    batch.oldest_lines = _lines_dated(records, stamps, oldest)
+
+
 def _lines_dated(
-    records: list[dict[str, Any]], stamps: list[str | None], stamp: str
+    records: list[dict[str, Any]], stamps: Sequence[str | None], stamp: str
 ) -> list[bytes]:
     """The lines of the records dated ``stamp`` (usually one: found in C, without a loop)."""
     if stamps.count(stamp) == 1:
@@ -214,16 +329,20 @@ def _stamps(report: Report, results: list[dict[str, Any]]) -> list[str | None]:
     pages whose times are all in the API's own form, as in practice; anything else is parsed.
     """
     field = report.date_field
-    if field is not None:
+    if field is not None and results:
         try:
             raw: list[Any] = list(map(operator.itemgetter(field), results))
-        except KeyError:
-            raw = [None]  # a record without a time: take the slow path
-        if set(map(type, raw)) == {str} and set(map(len, raw)) == {24}:
-            joined = "".join(raw)  # every stamp 24 long; now check their punctuation, in C
-            n = len(raw)
-            if all(joined.count(c) == k * n for c, k in _CANONICAL_PUNCTUATION):
-                return raw
+            joined = "".join(raw)  # TypeError unless every stamp is text
+        except (KeyError, TypeError):
+            joined = ""  # a record without a time, or with a number: take the slow path
+        n = len(results)
+        # Every stamp 24 long, with the punctuation at each position (a slice at a time).
+        if (
+            len(joined) == _STAMP_LENGTH * n
+            and set(map(len, raw)) == {_STAMP_LENGTH}
+            and all(joined[i::_STAMP_LENGTH] == c * n for i, c in _STAMP_PUNCTUATION)
+        ):
+            return raw
     return [_canonical_or_none(report.record_time(r)) for r in results]
 
 

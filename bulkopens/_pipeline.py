@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -26,13 +34,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from bulkopens._config import Settings, parse_contact_id
 from bulkopens._exceptions import ConfigurationError, ContactError, RunStopped
 from bulkopens._http import Transport
-from bulkopens._pagination import Work, walk
+from bulkopens._ids import StringIdPages
+from bulkopens._pagination import PageBatch, Work, walk
 from bulkopens._ratelimit import Pacer
 from bulkopens._redact import Redactor
 from bulkopens._reports import Scope
 from bulkopens._retry import PageFetcher, RetryPolicy
 from bulkopens._state import AsyncStore, Claim
 from bulkopens._stats import Progress, Stats
+from bulkopens._summaries import walk_summary
 from bulkopens._writer import ContactFailed, InvalidInput, Result, Sink
 
 
@@ -147,17 +157,9 @@ async def run_pipeline(
             result_tx, result_rx = anyio.create_memory_object_stream[Result](workers * 4)
             tg.start_soon(_read, ids, id_tx)
             tg.start_soon(_claim, id_rx, work_tx, result_tx.clone(), store, stats, options)
+            pages_of = item_walker(settings, options, fetcher, lines=sink.wants_lines)
             for _ in range(workers):
-                tg.start_soon(
-                    _work,
-                    settings,
-                    options,
-                    fetcher,
-                    work_rx.clone(),
-                    result_tx.clone(),
-                    stats,
-                    stopper,
-                )
+                tg.start_soon(_work, pages_of, work_rx.clone(), result_tx.clone(), stats, stopper)
             work_rx.close()
             result_tx.close()
             sink_done = anyio.Event()
@@ -249,23 +251,17 @@ def shorten_input(raw: object) -> str:
 
 
 async def _work(
-    settings: Settings,
-    options: RunOptions,
-    fetcher: PageFetcher,
+    pages_of: Callable[[Work], AsyncGenerator[PageBatch, None]],
     work_in: MemoryObjectReceiveStream[Work],
     results: MemoryObjectSendStream[Result],
     stats: Stats,
     stopper: _Stopper,
 ) -> None:
     """One worker: take a contact, walk all of its pages, hand every page on in order."""
-    base, report, page_size = settings.base, settings.report_spec, settings.page_size
-    scope, keep = options.scope, options.keep
     async with work_in, results:
         async for work in work_in:
             try:
-                async with contextlib.aclosing(
-                    walk(fetcher, base, report, work, page_size, scope=scope, keep=keep)
-                ) as pages:
+                async with contextlib.aclosing(pages_of(work)) as pages:
                     async for page in pages:
                         stats.pages += 1
                         await results.send(page)
@@ -275,6 +271,24 @@ async def _work(
             except RunStopped as exc:
                 stopper.stop(exc)
                 return
+
+
+def item_walker(
+    settings: Settings, options: RunOptions, fetcher: PageFetcher, *, lines: bool = False
+) -> Callable[[Work], AsyncGenerator[PageBatch, None]]:
+    """How a worker fetches one work item: every page of an activity report, or the one
+    answer of a summary report. Records of campaign-tracking answers get string ids. With
+    ``lines``, activity pages come serialised (PageBatch.lines), as a file sink wants them."""
+    base, report, page_size = settings.base, settings.report_spec, settings.page_size
+    scope, keep = options.scope, options.keep
+    if not report.paged:
+        return lambda work: walk_summary(
+            fetcher, base, report, work, page_size, scope=scope, keep=keep
+        )
+    pages = StringIdPages(fetcher) if scope == "campaign" else fetcher
+    return lambda work: walk(
+        pages, base, report, work, page_size, scope=scope, keep=keep, lines=lines
+    )
 
 
 async def _sink(

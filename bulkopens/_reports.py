@@ -4,6 +4,10 @@ A report lives under a contact (``/v2/contacts/{id}/tracking…``) or under a ca
 (``/v2/emailmarketing/campaigns/{id}/tracking…``); its records have the same shape either way
 (ctct-api.md §3.1, §4.1). The mixed ``all`` report exists for contacts only: the campaign
 counterpart is not in the API's documentation.
+
+The activity reports are paged. The summary reports are not: ``summary`` is one object per
+contact (C8) or campaign (K7), ``summary-by-campaign`` a bare array per contact (C9); see
+:mod:`bulkopens._summaries`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from typing import Literal
 
 #: Whose report a work item's id names: a contact's or a campaign's.
 Scope = Literal["contact", "campaign"]
+#: What one request for the report answers: a page of records (with a next_link), one
+#: object, or a bare array of objects (the last two: the summaries, never paged).
+Shape = Literal["pages", "object", "array"]
 
 #: The date field of each activity type, for the mixed ``all`` report.
 DATE_FIELD_BY_ACTIVITY = {
@@ -31,8 +38,20 @@ class Report:
 
     name: str
     path: str  # appended to .../tracking, for a contact and (if for_campaigns) a campaign
-    date_field: str | None  # None: look it up per record by activity_type
-    for_campaigns: bool = True  # the campaign endpoint exists; its summary counts ``name``
+    date_field: str | None  # None: look it up per record by activity_type (summaries: none)
+    for_campaigns: bool = True  # the campaign endpoint exists
+    shape: Shape = "pages"
+
+    @property
+    def paged(self) -> bool:
+        """An activity report: paged, dated records, ``created_since`` applies."""
+        return self.shape == "pages"
+
+    @property
+    def plannable(self) -> bool:
+        """Whether the campaign path (``--strategy``) can give this contact report: its records
+        are exactly the campaign reports' records, and the campaign summary counts ``name``."""
+        return self.paged and self.for_campaigns
 
     def contact_path(self, contact_id: str) -> str:
         return f"/v2/contacts/{contact_id}/tracking{self.path}"
@@ -63,8 +82,12 @@ REPORTS: dict[str, Report] = {
         Report("unsubscribes", "/unsubscribes", "unsubscribe_date"),
         Report("sends", "/sends", "send_date"),
         Report("all", "", None, for_campaigns=False),
+        Report("summary", "/reports/summary", None, shape="object"),
+        Report("summary-by-campaign", "/reports/summaryByCampaign", None, False, "array"),
     )
 }
 
 #: The reports a campaign can be asked for.
 CAMPAIGN_REPORTS = tuple(name for name, r in REPORTS.items() if r.for_campaigns)
+#: The summary reports: not paged, no date filter, not for the planner.
+SUMMARY_REPORTS = tuple(name for name, r in REPORTS.items() if not r.paged)

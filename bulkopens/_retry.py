@@ -80,6 +80,10 @@ class PageFetcher:
         """The unpaged JSON object at ``url`` (a summary report), under the same policy."""
         return await self._call(self._transport.get_object, url)
 
+    async def fetch_list(self, url: URL) -> list[dict[str, Any]]:
+        """The unpaged JSON array at ``url`` (summaryByCampaign), under the same policy."""
+        return await self._call(self._transport.get_list, url)
+
     async def _call(self, get: Callable[[URL], Awaitable[T]], url: URL) -> T:
         try:  # the common case: one attempt, no retry machinery on the hot path
             return await self._attempt(get, url)

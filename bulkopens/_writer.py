@@ -46,6 +46,9 @@ _MIN_COMMIT_GAP = 0.2
 
 
 class Sink(Protocol):
+    #: Whether the sink takes pages as NDJSON lines (PageBatch.lines) rather than dicts.
+    wants_lines: bool
+
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None: ...
 
 
@@ -60,6 +63,8 @@ def _failure_mark(error: ContactError) -> ContactMark:
 
 class FileSink:
     """Writes records to the report's files and commits progress to the store."""
+
+    wants_lines = True
 
     def __init__(
         self,
@@ -156,9 +161,10 @@ class FileSink:
         if isinstance(item, PageBatch):
             cid = item.contact_id
             mark = self._mark(cid, item.work)
-            if item.records:
-                n = len(item.records)
-                self._files.write(lines_of(item.records), n)
+            n = item.count
+            if n:
+                data = item.lines if item.lines is not None else lines_of(item.records)
+                self._files.write(data, n)
                 self._records += n
                 stats.records += n
             _merge_span(mark, item)
@@ -228,6 +234,8 @@ def _merge_span(mark: ContactMark, batch: PageBatch) -> None:
 class StreamSink:
     """Hands records to an in-process consumer (the async iterator), a page at a time, with
     backpressure: the stream to the consumer holds a bounded number of pages."""
+
+    wants_lines = False
 
     def __init__(self, out: ObjectSendStream[list[dict[str, Any]]], stats: Stats) -> None:
         self._out = out

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 KEY = "sim-key-8c1f0e"
@@ -104,3 +107,42 @@ def read_ndjson(paths: list[str] | Any) -> list[dict[str, Any]]:
             for line in handle:
                 out.append(json.loads(line))
     return out
+
+
+def lines_in(out: Path, report: str = "opens") -> int:
+    """Lines in ``out``'s record files of ``report`` right now (files may come and go)."""
+    total = 0
+    for path in out.glob(f"{report}-*.ndjson"):
+        try:
+            total += path.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def kill_once_it_writes(args: list[str], sim: SimProcess, rng: random.Random, err: Path) -> bool:
+    """Run ``bulkopens ARGS``; SIGKILL it a moment after it has written records (of the
+    ``--report`` in ARGS). Returns whether the kill landed (False: it finished first)."""
+    out = Path(args[args.index("--out") + 1])
+    report = args[args.index("--report") + 1] if "--report" in args else "opens"
+    before = lines_in(out, report)
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulkopens", *args],
+            env=sim.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        deadline = time.monotonic() + 20
+        while (
+            proc.poll() is None and lines_in(out, report) <= before and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        code = proc.wait(timeout=30)
+    assert code in (-signal.SIGKILL, 0, 1), err.read_text()
+    return killed

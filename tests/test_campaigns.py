@@ -10,17 +10,14 @@ from __future__ import annotations
 import json
 import math
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from simproc import SimProcess, bulkopens, simulator
+from simkit import unlimited_config, unpaced_client
+from simproc import SimProcess, bulkopens, kill_once_it_writes, simulator
 
 import bulkopens as bo
 from bulkopens._campaigns import estimate_campaign_pages
@@ -31,18 +28,13 @@ SINCE = "2025-03-01T00:00:00Z"
 
 
 def sim_config(**kw: Any) -> SimConfig:
-    base: dict[str, Any] = {
+    defaults: dict[str, Any] = {
         "seed": 9,
         "contacts": 240,
         "campaigns": 6,
         "heavy_fraction": 0.03,
-        "api_keys": (KEY,),
-        "tokens": (TOKEN,),
-        "rate_per_second": 0,
-        "daily_quota": 0,
     }
-    base.update(kw)
-    return SimConfig(**base)
+    return unlimited_config(KEY, TOKEN, **(defaults | kw))
 
 
 @pytest.fixture
@@ -52,9 +44,7 @@ async def sim() -> AsyncIterator[Simulator]:
 
 
 def client(sim: Simulator, **kw: Any) -> bo.Client:
-    kw.setdefault("rate", 0)
-    kw.setdefault("concurrency", 8)
-    return bo.Client(KEY, TOKEN, base_url=sim.url, **kw)
+    return unpaced_client(sim, KEY, TOKEN, **kw)
 
 
 def ids(first: int, last: int, step: int = 1) -> list[str]:
@@ -304,41 +294,6 @@ def test_cli_usage_errors(proc_sim: SimProcess, tmp_path: Path, extra: list[str]
 
 
 # -- kill -9 in campaign mode, then finish: every record exactly once -------------------------
-
-
-def lines_in(out: Path) -> int:
-    total = 0
-    for path in out.glob("opens-*.ndjson"):
-        try:
-            total += path.read_bytes().count(b"\n")
-        except FileNotFoundError:
-            continue
-    return total
-
-
-def kill_once_it_writes(args: list[str], sim: SimProcess, rng: random.Random, err: Path) -> bool:
-    """Run ``bulkopens ARGS``; SIGKILL it a moment after it has written records. Returns
-    whether the kill landed (False: it finished first)."""
-    out = Path(args[args.index("--out") + 1])
-    before = lines_in(out)
-    with open(err, "w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bulkopens", *args],
-            env=sim.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        deadline = time.monotonic() + 20
-        while proc.poll() is None and lines_in(out) <= before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
-        killed = proc.poll() is None
-        if killed:
-            proc.send_signal(signal.SIGKILL)
-        code = proc.wait(timeout=30)
-    assert code in (-signal.SIGKILL, 0, 1), err.read_text()
-    return killed
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from simkit import unlimited_config, unpaced_client
 
 import bulkopens
 from bulkopens.simulator import SimConfig, Simulator
@@ -22,17 +23,12 @@ KEY, TOKEN = "engine-key-5f3a", "engine-token-9c2e"
 
 
 def sim_config(**kw: Any) -> SimConfig:
-    base: dict[str, Any] = {
+    defaults: dict[str, Any] = {
         "seed": 3,
         "contacts": 60,
         "heavy_fraction": 0.05,
-        "api_keys": (KEY,),
-        "tokens": (TOKEN,),
-        "rate_per_second": 0,
-        "daily_quota": 0,
     }
-    base.update(kw)
-    return SimConfig(**base)
+    return unlimited_config(KEY, TOKEN, **(defaults | kw))
 
 
 @pytest.fixture
@@ -44,9 +40,7 @@ async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
 
 
 def client(sim: Simulator, **kw: Any) -> bulkopens.Client:
-    kw.setdefault("rate", 0)
-    kw.setdefault("concurrency", 8)
-    return bulkopens.Client(kw.pop("api_key", KEY), kw.pop("token", TOKEN), base_url=sim.url, **kw)
+    return unpaced_client(sim, kw.pop("api_key", KEY), kw.pop("token", TOKEN), **kw)
 
 
 def ids(n: int) -> list[str]:

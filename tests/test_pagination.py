@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import random
 from typing import Any
 
+import orjson
 import pytest
 from yarl import URL
 
 from bulkopens._exceptions import BadRequest, ForeignNextLink
 from bulkopens._http import Page
-from bulkopens._pagination import PageBatch, Work, first_url, line_hash, line_of, resolve_next, walk
+from bulkopens._pagination import (
+    PageBatch,
+    Work,
+    first_url,
+    line_hash,
+    line_of,
+    lines_of,
+    record_text,
+    resolve_next,
+    walk,
+)
 from bulkopens._reports import REPORTS
+from bulkopens._timefmt import canonical
 
 BASE = URL("https://api.constantcontact.com")
 OPENS = REPORTS["opens"]
@@ -174,6 +188,24 @@ def test_line_keeps_fields_in_api_order() -> None:
     assert line_of(record) == b'{"z":1,"a":"x","campaign_id":1100394165287}\n'
 
 
+@pytest.mark.parametrize(
+    "records",
+    [
+        [],
+        [{}],
+        [{}, {}, {}],
+        [rec("1", "2024-01-01T00:00:00.000Z"), rec("2", "2024-01-02T00:00:00.000Z")],
+        # the split pattern inside values: strings, nested objects and lists of objects
+        [{"link_uri": "https://x.test/?q=},{"}, {"a": 1}],
+        [{"a": [{"b": 1}, {"c": 2}]}, {"d": {"e": {}}}, {}],
+        [{"a": "}"}, {"b": "{"}, {"c": ",{"}, {"d": "},"}],
+        [{"a": '\u00e9\n"},{"'}, {"n": 1100394165287, "f": 1.5, "t": None, "l": []}],
+    ],
+)
+def test_lines_of_is_one_line_per_record_exactly_as_line_of(records: list[dict[str, Any]]) -> None:
+    assert lines_of(records) == b"".join(line_of(r) for r in records)
+
+
 async def test_a_cursor_never_carries_a_credential() -> None:
     p1 = "/v2/contacts/7/tracking/opens?limit=500"
     leaky = "/v2/contacts/7/tracking/opens?next=Z&api_key=SECRET-KEY"
@@ -243,3 +275,160 @@ async def test_a_refused_first_page_is_a_configuration_error() -> None:
     p1 = "/v2/contacts/7/tracking/opens?limit=500"
     with pytest.raises(BadRequest):
         await collect(RefusingFetcher({}, p1), Work("7"))
+
+
+def _stamp(day: int, ms: int = 0) -> str:
+    return f"2024-01-{day:02d}T00:00:00.{ms:03d}Z"
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        [_stamp(1)],
+        [_stamp(9), _stamp(5), _stamp(1)],  # newest first, as the API sends them
+        [_stamp(9), _stamp(9), _stamp(5), _stamp(1), _stamp(1)],  # ties at both ends
+        [_stamp(3), _stamp(3), _stamp(3)],
+        [_stamp(1), _stamp(5), _stamp(9)],  # oldest first
+        [_stamp(5), _stamp(9), _stamp(1), _stamp(9), _stamp(1)],  # no order
+        [_stamp(9), _stamp(5), _stamp(7), _stamp(1)],  # one out of order in the middle
+        ["2024-01-09T00:00:00Z", _stamp(5), "2024-01-01T01:00:00+01:00"],  # other forms
+        [_stamp(9), None, _stamp(1), None],  # records without a time
+        [None],
+    ],
+)
+async def test_a_page_knows_its_newest_and_oldest_records(stamps: list[str | None]) -> None:
+    records = [{"n": i, "open_date": s} if s else {"n": i} for i, s in enumerate(stamps)]
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    (batch,) = await collect(FakeFetcher({p1: Page(records, None)}), Work("7"))
+    times = {i: canonical(s) for i, s in enumerate(stamps) if s}
+    if not times:
+        assert (batch.newest, batch.oldest, batch.newest_lines) == (None, None, [])
+        return
+    newest, oldest = max(times.values()), min(times.values())
+    assert (batch.newest, batch.oldest) == (newest, oldest)
+    assert batch.newest_lines == [line_of(records[i]) for i in times if times[i] == newest]
+    assert batch.oldest_lines == [line_of(records[i]) for i in times if times[i] == oldest]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2024-01-09 00:00:00.000Z",  # a space for the T: 24 long, not the API's form
+        "2024-01-09T00:00:00.000+0",
+        "2024/01/09T00:00:00.000Z",
+        1704758400000,  # a number
+    ],
+)
+async def test_a_time_not_in_the_apis_form_is_parsed_not_compared_as_text(stamp: Any) -> None:
+    records = [{"open_date": _stamp(8)}, {"open_date": stamp}]
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    (batch,) = await collect(FakeFetcher({p1: Page(records, None)}), Work("7"))
+    assert batch.oldest == _stamp(8)  # the odd one is either parsed or has no known time
+    try:
+        parsed = canonical(stamp) if isinstance(stamp, str) else None
+    except ValueError:
+        parsed = None
+    assert batch.newest == max(_stamp(8), parsed or "")
+
+
+async def test_a_walk_for_a_file_sink_hands_over_lines_not_dicts() -> None:
+    records = [rec("7", _stamp(9)), rec("7", _stamp(9)), rec("7", _stamp(1))]
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    fetcher = FakeFetcher({p1: Page(records, None)})
+    (batch,) = [b async for b in walk(fetcher, BASE, OPENS, Work("7"), 500, lines=True)]
+    assert (batch.records, batch.count) == ([], 3)
+    assert batch.lines == b"".join(line_of(r) for r in records)
+    assert batch.newest_lines == [line_of(records[0]), line_of(records[1])]
+    assert batch.oldest_lines == [line_of(records[2])]
+
+
+# -- cutting the records' text out of the page ------------------------------------------------
+
+_TRICKY = ["},{", '],"', '"results":[', "]}", " ", "\n", "é", "\\", '"', "{", "}", ",", "[", "]"]
+
+
+def _random_record(rng: random.Random, i: int) -> dict[str, Any]:
+    record: dict[str, Any] = rec(str(i), _stamp(1 + i % 28, i % 1000))
+    for _ in range(rng.randrange(3)):
+        kind = rng.randrange(5)
+        key = rng.choice(["link_uri", "results", "x", "meta"])
+        if kind == 0:
+            record[key] = "".join(rng.choice([*_TRICKY, "a", "b"]) for _ in range(rng.randrange(6)))
+        elif kind == 1:
+            record[key] = [{"n": rng.randrange(3)} for _ in range(rng.randrange(3))]
+        elif kind == 2:
+            record[key] = {"y": rng.choice([None, 1, "z", []])}
+        elif kind == 3:
+            record[key] = rng.randrange(10**13)
+        else:
+            record[key] = [rng.randrange(3), "]"]
+    return record
+
+
+def _random_body(rng: random.Random, records: list[dict[str, Any]]) -> bytes:
+    meta: dict[str, Any] = {"pagination": {"next_link": "/v2/contacts/1/tracking/opens?next=x"}}
+    if rng.random() < 0.2:
+        meta["results"] = [{"a": 1}]  # a nested key of the same name, before the real one
+    parts: list[tuple[str, Any]] = [("meta", meta), ("results", records)]
+    if rng.random() < 0.2:
+        parts.reverse()
+    if rng.random() < 0.1:
+        parts.append(("extra", {"k": [1]}))
+    document = dict(parts)
+    style = rng.randrange(4)
+    if style == 0:
+        body = orjson.dumps(document)
+    elif style == 1:
+        body = json.dumps(document, ensure_ascii=rng.random() < 0.5).encode()  # ", " and ": "
+    elif style == 2:
+        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    else:
+        body = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    return body + rng.choice([b"", b"\n", b" \r\n"])
+
+
+def test_record_text_is_exactly_the_records_or_nothing() -> None:
+    rng = random.Random(20261129)
+    cut = 0
+    for _ in range(3000):
+        records = [_random_record(rng, i) for i in range(rng.randrange(1, 6))]
+        body = _random_body(rng, records)
+        text = record_text(body, len(records))
+        if text is None:
+            continue
+        cut += 1
+        assert text.endswith(b"\n")
+        assert [orjson.loads(line) for line in text.splitlines()] == records
+    assert cut > 100, cut  # the usual form is cut, not serialised
+
+
+def test_record_text_cuts_the_apis_own_form() -> None:
+    records = [rec("7", _stamp(9)), rec("7", _stamp(1))]
+    body = orjson.dumps({"meta": {"pagination": {"next_link": None}}, "results": records})
+    assert record_text(body, 2) == lines_of(records)
+    assert record_text(body, 3) is None  # not the records the parser saw
+    assert record_text(body.replace(b"},{", b"}, {"), 2) is None
+    # A raw newline between two records, where a boundary has no ``},{``: never cut.
+    odd = b'{"meta":{},"results":[{"a":1}\n,{"b":2},{"c":3}]}'
+    assert record_text(odd, 3) is None
+    assert record_text(odd.replace(b"\n", b"\r"), 3) is None
+
+
+async def test_a_walk_writes_the_records_cut_from_the_body_when_it_can() -> None:
+    records = [rec("7", _stamp(9)), rec("7", _stamp(1))]
+    body = b'{"meta":{},"results":[' + b",".join(map(orjson.dumps, records)) + b"]}"
+    # A body whose text differs from orjson's (escaped é) shows which way the lines came.
+    body = body.replace(b"c7@", b"\\u00e97@")
+    records = orjson.loads(body)["results"]
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    fetcher = FakeFetcher({p1: Page(records, None, body)})
+    (batch,) = [b async for b in walk(fetcher, BASE, OPENS, Work("7"), 500, lines=True)]
+    assert batch.lines is not None
+    assert b"\\u00e97@" in batch.lines
+    assert [orjson.loads(line) for line in batch.lines.splitlines()] == records
+    # Records dropped by the walk (already written at ``since``): serialised, never cut.
+    since = Work("7", since=_stamp(1), seen_at_since=frozenset({line_hash(line_of(records[1]))}))
+    p2 = p1 + "&created_since=" + _stamp(1)
+    fetcher = FakeFetcher({p2: Page(records, None, body)})
+    (batch,) = [b async for b in walk(fetcher, BASE, OPENS, since, 500, lines=True)]
+    assert batch.lines == line_of(records[0])

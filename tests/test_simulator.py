@@ -917,5 +917,9 @@ def test_cli_options_build_the_config() -> None:
     assert config.tokens == ("demo-token",)
     assert (config.rate_per_second, config.daily_quota, config.limit_style) == (10, 250000, "403")
     assert (config.retry_after, config.error_rate, config.seed) == (1, 0.1, 9)
+    assert (config.numeric_campaign_ids, config.numeric_contact_ids) == (False, False)
     assert args.port == 8080
     assert args.host == "127.0.0.1"
+    numeric = parser.parse_args(["--numeric-campaign-ids", "--numeric-contact-ids"])
+    config = _cli.config_from_args(numeric)
+    assert (config.numeric_campaign_ids, config.numeric_contact_ids) == (True, True)

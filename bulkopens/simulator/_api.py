@@ -28,6 +28,7 @@ from bulkopens.simulator._render import (
     contact_summary,
     contact_summary_by_campaign,
     render_record,
+    with_numeric_ids,
 )
 from bulkopens.simulator._timefmt import parse_since_ms
 
@@ -53,10 +54,12 @@ def error_body(error_key: str, message: str) -> bytes:
 class Api:
     """Serves one simulated account: a dataset, its page cache and its token codec."""
 
-    __slots__ = ("_codec", "_pages", "dataset")
+    __slots__ = ("_codec", "_numeric", "_pages", "dataset")
 
     def __init__(self, config: SimConfig, *, page_cache_bytes: int = PAGE_CACHE_BYTES) -> None:
         self.dataset = Dataset(config)
+        # campaign-tracking records: (campaign_id, contact_id) written as JSON numbers
+        self._numeric = (config.numeric_campaign_ids, config.numeric_contact_ids)
         self._codec = TokenCodec(digest(b"bulkopens-simulator-token", str(config.seed).encode()))
         self._pages: WeightedLRU[tuple[Any, ...], bytes] = WeightedLRU(page_cache_bytes)
 
@@ -205,6 +208,9 @@ class Api:
             page: list[Record]
             page, after = take_page(view.records(kind), cursor)
             results = [render_record(record, catalog) for record in page]
+            campaign, contact = self._numeric
+            if endpoint.scope == "campaign" and (campaign or contact):
+                results = [with_numeric_ids(r, campaign=campaign, contact=contact) for r in results]
         pagination: dict[str, str] = {}
         if after is not None:
             token = self._codec.encode(

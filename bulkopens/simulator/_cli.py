@@ -91,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of answers whose connection is reset mid-body")  # fmt: skip
     add("--truncate-rate", type=_share, default=d.truncate_rate,
         help="share of 200 answers with a body cut short")  # fmt: skip
+    add("--numeric-campaign-ids", action="store_true",
+        help="campaign-tracking records write campaign_id as a JSON number")  # fmt: skip
+    add("--numeric-contact-ids", action="store_true",
+        help="campaign-tracking records write contact_id as a JSON number")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -114,6 +118,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         error_rate=args.error_rate,
         reset_rate=args.reset_rate,
         truncate_rate=args.truncate_rate,
+        numeric_campaign_ids=args.numeric_campaign_ids,
+        numeric_contact_ids=args.numeric_contact_ids,
     )
 
 

@@ -45,6 +45,11 @@ class SimConfig:
     ``slow_rate`` (+``slow_seconds``), ``error_rate`` (5xx), ``reset_rate`` (connection reset
     mid-body), ``truncate_rate`` (200 with a cut JSON body); plus ``latency_ms`` ±
     ``jitter_ms`` on every answer.
+
+    Id types: ``numeric_campaign_ids`` writes ``campaign_id`` as a JSON number in the records
+    of the campaign-tracking reports, as the API's campaign fixtures do (ctct-api.md §3.1);
+    ``numeric_contact_ids`` does the same for their ``contact_id`` (not seen in the API: a
+    harder test of a client's tolerance). Contact-tracking answers keep strings.
     """
 
     seed: int = 1
@@ -65,6 +70,8 @@ class SimConfig:
     error_rate: float = 0.0
     reset_rate: float = 0.0
     truncate_rate: float = 0.0
+    numeric_campaign_ids: bool = False
+    numeric_contact_ids: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.contacts <= MAX_CONTACTS:

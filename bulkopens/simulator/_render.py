@@ -1,7 +1,8 @@
 """Records and summaries as the v2 API's JSON objects (ctct-api.md §3.1, §3 C8/C9, §4 K7).
 
 Contract: field names, order and types follow the SDK fixtures; ``campaign_id``,
-``contact_id`` and ``link_id`` are strings; every date is ``YYYY-MM-DDTHH:MM:SS.mmmZ``.
+``contact_id`` and ``link_id`` are strings (campaign-tracking records can have numeric ids:
+:func:`with_numeric_ids`); every date is ``YYYY-MM-DDTHH:MM:SS.mmmZ``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,17 @@ def render_record(record: Record, catalog: Catalog) -> dict[str, Any]:
         "email_address": email,
         _DATE_FIELDS[kind]: date,
     }
+
+
+def with_numeric_ids(record: dict[str, Any], *, campaign: bool, contact: bool) -> dict[str, Any]:
+    """``record`` with its ``campaign_id`` (if ``campaign``) and ``contact_id`` (if
+    ``contact``) as JSON numbers, in place and in the same position (the campaign-tracking
+    fixtures' form)."""
+    if campaign:
+        record["campaign_id"] = int(record["campaign_id"])
+    if contact:
+        record["contact_id"] = int(record["contact_id"])
+    return record
 
 
 def contact_summary(contact: int, records: Sequence[Record]) -> dict[str, Any]:
