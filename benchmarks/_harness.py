@@ -9,6 +9,7 @@ answers by status come from the simulator's ``/_sim/stats``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -214,6 +215,7 @@ class Contender:
     label: str
     script: str | None  # file under contenders/; None = ``python -m bulkopens fetch``
     writes: bool = True  # writes NDJSON that can be counted
+    extra: tuple[str, ...] = ()  # more arguments for the script
 
     def command(self, url: str, contacts: Path, out: Path, opts: RunOptions) -> list[str]:
         common = [
@@ -225,15 +227,28 @@ class Contender:
         script = str(CONTENDER_DIR / self.script)
         return [
             sys.executable, script, "--base-url", url, "--api-key", KEY, "--token", TOKEN,
-            *common,
+            *common, *self.extra,
         ]  # fmt: skip
+
+
+#: Whether uvloop is installed (the ``uvloop`` extra; the bench extra has it): the CLI then
+#: runs on it (``--event-loop auto``), and the library is measured on both loops.
+HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 CONTENDERS = {
     c.key: c
     for c in (
         Contender("a-lib", "bulkopens library (durable)", "bulkopens_lib.py"),
-        Contender("a-cli", "bulkopens CLI (durable)", None),
+        Contender(
+            "a-uv",
+            "bulkopens library on uvloop (durable)",
+            "bulkopens_lib.py",
+            extra=("--loop", "uvloop"),
+        ),
+        Contender(
+            "a-cli", f"bulkopens CLI (durable, {'uvloop' if HAS_UVLOOP else 'asyncio'})", None
+        ),
         Contender("b", "SDK loop (sequential)", "sdk_loop.py"),
         Contender("c", "hand-written asyncio", "handwritten.py"),
         Contender("d", "raw aiohttp loop (ceiling)", "raw_loop.py", writes=False),
@@ -431,7 +446,9 @@ def machine_facts() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for name in ("bulkopens", "aiohttp", "orjson", "anyio", "aiolimiter", "yarl", "tenacity"):
+    for name in (
+        "bulkopens", "aiohttp", "orjson", "anyio", "aiolimiter", "yarl", "tenacity", "uvloop",
+    ):  # fmt: skip
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

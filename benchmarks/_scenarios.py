@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks._harness import (
     CONTENDERS,
+    HAS_UVLOOP,
     Run,
     RunOptions,
     Simulator,
@@ -50,7 +51,7 @@ FULL = Plan(
     sdk_deadline=6.0,
     speed_rounds=8,
     one_record_contacts=400,
-    full_page_contacts=100,
+    full_page_contacts=150,
     memory_sizes=(10_000, 100_000, 1_000_000),
     memory_deadline=100.0,
     fault_rounds=3,
@@ -160,7 +161,7 @@ class SpeedCase:
     baselines: dict[str, list[Run]] = field(default_factory=dict)
 
 
-SPEED_CONTENDERS = ("a-lib", "a-cli", "c", "d", "b")
+SPEED_CONTENDERS = ("a-lib", *(("a-uv",) if HAS_UVLOOP else ()), "a-cli", "c", "d", "b")
 
 
 def unthrottled(plan: Plan, work: Path, logs: Path) -> list[SpeedCase]:

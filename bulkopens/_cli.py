@@ -254,6 +254,14 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         help="records per page, sent as limit, 1..500 (default: 500)",
     )
     speed.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="the event loop: uvloop (about 20%% less CPU per page; pip install "
+        "'bulkopens[uvloop]') or asyncio's own; auto takes uvloop when it is installed "
+        "(default: auto)",
+    )
+    speed.add_argument(
         "--max-retries",
         type=_non_negative_int,
         default=6,
@@ -272,6 +280,25 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between progress log lines when stderr is not a terminal (default: 10)",
     )
+
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def event_loop_options(choice: str) -> dict[str, bool]:
+    """anyio's asyncio backend options for ``--event-loop``; ConfigurationError if uvloop is
+    asked for by name and is not installed."""
+    if choice == "asyncio":
+        return {"use_uvloop": False}
+    try:
+        import uvloop  # noqa: F401  (an optional extra)
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigurationError(
+                "--event-loop uvloop: uvloop is not installed (pip install 'bulkopens[uvloop]')"
+            ) from None
+        return {"use_uvloop": False}
+    return {"use_uvloop": True}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,6 +367,7 @@ def run_fetch(
             else ProgressReporter(live=sys.stderr.isatty(), log_every=args.log_interval),
             on_plan=None if args.quiet else _print_plan,
         )
+        loop_options = event_loop_options(args.event_loop)
         source: ContactSource | None = None
         if args.campaigns is None:
             source = ContactSource(args.contacts)
@@ -353,7 +381,7 @@ def run_fetch(
         print(banner, file=sys.stderr)
     try:
         try:
-            summary = anyio.run(_fetch, client, source, args, around)
+            summary = anyio.run(_fetch, client, source, args, around, backend_options=loop_options)
         finally:
             # Everything is committed from here on: a Ctrl-C now simply ends the process.
             signal.signal(signal.SIGINT, _exit_interrupted)

@@ -106,6 +106,8 @@ _dumps_line = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 
 _RESULTS_KEY = b'"results":['
+# Below this many records, serialising a page costs less than checking whether it can be cut.
+_CUT_MIN = 16
 # Bytes the text of a cut page must not hold: whitespace, and brackets (no array but results).
 _NOT_IN_CUT = (b" ", b"\n", b"\r", b"\t", b"[", b"]")
 
@@ -255,7 +257,8 @@ def _batch(
         pairs = [(r, s) for r, s in zip(results, stamps, strict=True) if not _written(work, r, s)]
         kept, stamps = [r for r, _ in pairs], [s for _, s in pairs]
     if as_lines:
-        text = record_text(body, len(kept)) if body is not None and kept is results else None
+        cut = body is not None and kept is results and len(kept) >= _CUT_MIN
+        text = record_text(cast(bytes, body), len(kept)) if cut else None
         if text is None:
             text = lines_of(kept)
         batch = PageBatch(work.contact_id, [], next_link, work=work, lines=text, count=len(kept))

@@ -792,3 +792,55 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert totals["failed_for_good"] == UNKNOWN_IDS
     assert totals["invalid"] == len(JUNK_LINES)
     assert totals["pending"] == totals["failed"] == 0
+
+
+# -- the event loop ---------------------------------------------------------------------------
+
+
+def _fake_uvloop(tmp: Path, body: str) -> dict[str, str]:
+    """An environment whose ``import uvloop`` finds a stand-in module with ``body``."""
+    package = tmp / "fake" / "uvloop"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(body, encoding="utf-8")
+    return {"PYTHONPATH": str(tmp / "fake")}
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_either_event_loop_gives_the_same_records(
+    sim: SimProcess, tmp_path: Path, loop: str
+) -> None:
+    contacts = write_lines(tmp_path / "ids.txt", ids(1, 20))
+    result = fetch(sim, contacts, tmp_path / "out", "--event-loop", loop, "--page-size", "7")
+    assert result.returncode == 0, result.stderr
+    assert_exactly(records(tmp_path / "out"), truth_for(sim, ids(1, 20)))
+
+
+@pytest.mark.parametrize(("choice", "used"), [("auto", True), ("uvloop", True), ("asyncio", False)])
+def test_auto_runs_on_uvloop_when_it_is_installed(
+    sim: SimProcess, tmp_path: Path, choice: str, used: bool
+) -> None:
+    marker = tmp_path / "used"
+    env = sim.env() | _fake_uvloop(
+        tmp_path,
+        "import asyncio, pathlib\n"
+        "def new_event_loop():\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    return asyncio.new_event_loop()\n",
+    )
+    contacts = write_lines(tmp_path / "ids.txt", ids(1, 3))
+    result = fetch(sim, contacts, tmp_path / "out", "--event-loop", choice, env=env)
+    assert result.returncode == 0, result.stderr
+    assert marker.exists() == used
+
+
+def test_uvloop_asked_for_but_not_installed_is_a_usage_error(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    env = sim.env() | _fake_uvloop(tmp_path, "raise ImportError('no uvloop here')\n")
+    contacts = write_lines(tmp_path / "ids.txt", ids(1, 3))
+    result = fetch(sim, contacts, tmp_path / "out", "--event-loop", "uvloop", env=env)
+    message = assert_one_line_error(result, 2)
+    assert "uvloop is not installed" in message
+    auto = fetch(sim, contacts, tmp_path / "out2", env=env)  # auto: asyncio's loop instead
+    assert auto.returncode == 0, auto.stderr
+    assert_exactly(records(tmp_path / "out2"), truth_for(sim, ids(1, 3)))

@@ -415,7 +415,7 @@ def test_record_text_cuts_the_apis_own_form() -> None:
 
 
 async def test_a_walk_writes_the_records_cut_from_the_body_when_it_can() -> None:
-    records = [rec("7", _stamp(9)), rec("7", _stamp(1))]
+    records = [rec("7", _stamp(28 - i)) for i in range(20)]  # a page big enough to cut
     body = b'{"meta":{},"results":[' + b",".join(map(orjson.dumps, records)) + b"]}"
     # A body whose text differs from orjson's (escaped é) shows which way the lines came.
     body = body.replace(b"c7@", b"\\u00e97@")
@@ -427,8 +427,9 @@ async def test_a_walk_writes_the_records_cut_from_the_body_when_it_can() -> None
     assert b"\\u00e97@" in batch.lines
     assert [orjson.loads(line) for line in batch.lines.splitlines()] == records
     # Records dropped by the walk (already written at ``since``): serialised, never cut.
-    since = Work("7", since=_stamp(1), seen_at_since=frozenset({line_hash(line_of(records[1]))}))
-    p2 = p1 + "&created_since=" + _stamp(1)
+    last = records[-1]
+    since = Work("7", since=_stamp(9), seen_at_since=frozenset({line_hash(line_of(last))}))
+    p2 = p1 + "&created_since=" + _stamp(9)
     fetcher = FakeFetcher({p2: Page(records, None, body)})
     (batch,) = [b async for b in walk(fetcher, BASE, OPENS, since, 500, lines=True)]
-    assert batch.lines == line_of(records[0])
+    assert batch.lines == b"".join(line_of(r) for r in records[:-1])

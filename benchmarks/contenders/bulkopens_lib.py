@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=4.0, help="requests/s; 0 = no limit")
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     return parser.parse_args(argv)
 
 
@@ -59,5 +60,11 @@ async def main(args: argparse.Namespace) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    counts = asyncio.run(main(parse_args()))
+    options = parse_args()
+    if options.loop == "uvloop":
+        import uvloop
+
+        counts = uvloop.run(main(options))
+    else:
+        counts = asyncio.run(main(options))
     sys.stdout.write(json.dumps(counts) + "\n")
