@@ -17,6 +17,7 @@ from benchmarks._scenarios import (
     RateCase,
     SpeedCase,
 )
+from bulkopens._ratelimit import SAFETY_MARGIN
 
 TARGET_UTILISATION = 0.98
 
@@ -288,8 +289,8 @@ def _rate_section(cases: list[RateCase], targets: list[Target]) -> str:
         "",
         "Requests per run: "
         + ", ".join(f"{lim:g}/s: {n}" for lim, n in sorted({(c.limit, c.requests) for c in cases}))
-        + ". bulkopens spaces starts 1% wider than `1/rate` on purpose (its safety margin), so "
-        "0.99 is its design ceiling here.",
+        + f". bulkopens spaces starts {SAFETY_MARGIN:.1%} wider than `1/rate` on purpose (its "
+        f"safety margin), so {1 / (1 + SAFETY_MARGIN):.3f} is its design ceiling here.",
         "",
     ]
     return "\n".join(lines)

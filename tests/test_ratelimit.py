@@ -56,7 +56,7 @@ async def test_no_one_second_window_holds_more_than_rate_starts(rate: float) -> 
     # a whole-number rate is a hard cap per 1 s window; a fractional one is an average
     assert max_in_any_window(times) <= math.ceil(rate)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # a gap may be short by the late-grant tolerance; the 1% margin keeps windows within rate
+    # a gap may be short by the late-grant tolerance; the margin keeps windows within rate
     assert min(gaps) >= (1 + SAFETY_MARGIN) / rate - LATE_TOLERANCE - 1e-9
     # and it is not needlessly slow: the whole run is within 1% + one interval of ideal
     assert times[-1] - times[0] <= 199 * (1 + SAFETY_MARGIN) / rate + 1e-6
