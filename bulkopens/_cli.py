@@ -72,6 +72,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _CommandParser(_Parser):
+    """A command's parser: an unknown argument is its error (``bulkopens fetch: error: ...``),
+    not the top-level parser's, which would point at the wrong ``--help``."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
+
 def _bounded(
     cast: Callable[[str], float], low: float, high: float = math.inf, *, low_open: bool = False
 ) -> Callable[[str], Any]:
@@ -122,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for many contacts, as fast as the API's rate limit allows, exactly once, to NDJSON.",
     )
     parser.add_argument("--version", action="version", version=f"bulkopens {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     commands.required = True
 
     fetch = commands.add_parser(

@@ -517,6 +517,14 @@ def test_usage_and_configuration_errors_exit_2(
     assert requests == 0, "nothing may be fetched after a usage error"
 
 
+def test_an_unknown_flag_points_at_the_commands_own_help(
+    usage_results: tuple[dict[str, subprocess.CompletedProcess[str]], int, Path],
+) -> None:
+    message = assert_one_line_error(usage_results[0]["unknown-flag"], 2)
+    assert message.startswith("bulkopens fetch: error: unrecognized arguments: --bogus")
+    assert "see bulkopens fetch --help" in message
+
+
 def test_other_settings_on_the_same_out_are_refused(sim: SimProcess, tmp_path: Path) -> None:
     contact_ids = ids(1, 12)
     contacts = write_lines(tmp_path / "ids.txt", contact_ids)
