@@ -18,7 +18,8 @@ spec="$root"
 stamp="$venv/.installed-${extra:-base}"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-    "$venv/bin/python" -m pip install -q -e "$spec"
+    # The build backend's own notices (editable mode) are not the user's concern.
+    PYTHONWARNINGS=ignore "$venv/bin/python" -m pip install -q -e "$spec"
     touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
