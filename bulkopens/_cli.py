@@ -30,9 +30,10 @@ from bulkopens._exceptions import (
     RunStopped,
 )
 from bulkopens._input import ContactSource
+from bulkopens._jobs import Job
 from bulkopens._progress import ProgressReporter, describe
 from bulkopens._redact import Redactor
-from bulkopens._reports import CAMPAIGN_REPORTS, REPORTS
+from bulkopens._reports import REPORTS
 
 EXIT_OK = 0
 EXIT_FAILED_CONTACTS = 1
@@ -426,24 +427,17 @@ def run_fetch(
 
 
 def _mode_error(args: argparse.Namespace) -> str | None:
-    """The one-line usage error of a mode and its options that do not fit, if any."""
-    spec = REPORTS[args.report]
-    if not spec.paged and args.since is not None:
-        return f"--since does not apply to --report {args.report}: summaries have no date filter"
+    """The one-line usage error of a mode and its options that do not fit, if any: the
+    CLI's own flag rule, then the library's rules (:meth:`Job.check`), before any request."""
+    if args.campaigns is not None and args.strategy is not None:
+        return "--strategy is for contact reports (--contacts), not --campaigns"
+    job = Job("contact", (), args.strategy or "contact")
     if args.campaigns is not None:
-        if args.strategy is not None:
-            return "--strategy is for contact reports (--contacts), not --campaigns"
-        if args.report not in CAMPAIGN_REPORTS:
-            return (
-                f"--report {args.report} is for contacts only; with --campaigns use one of "
-                f"{', '.join(CAMPAIGN_REPORTS)}"
-            )
-    elif args.strategy == "campaign" and not spec.paged:
-        return (
-            f"--strategy campaign does not apply to --report {args.report}; use --strategy contact"
-        )
-    elif args.strategy == "campaign" and not spec.plannable:
-        return f"--report {args.report} has no campaign endpoint; use --strategy contact or auto"
+        job = Job("campaign", ())
+    try:
+        job.check(args.report)
+    except ConfigurationError as exc:
+        return str(exc)
     return None
 
 

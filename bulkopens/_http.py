@@ -99,10 +99,7 @@ class Transport:
     async def get_object(self, url: URL) -> dict[str, Any]:
         """GET one unpaged JSON object (a summary report); errors as for :meth:`get`."""
         where = url.path
-        try:
-            data = orjson.loads(await self._body(url))
-        except orjson.JSONDecodeError:
-            raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
+        data = _parse(await self._body(url), where)
         if not isinstance(data, dict):
             raise TransientError(f"200 for {where} without a JSON object")
         return data
@@ -111,10 +108,7 @@ class Transport:
         """GET one unpaged bare JSON array of objects (summaryByCampaign); errors as for
         :meth:`get`."""
         where = url.path
-        try:
-            data = orjson.loads(await self._body(url))
-        except orjson.JSONDecodeError:
-            raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
+        data = _parse(await self._body(url), where)
         if not isinstance(data, list) or not set(map(type, data)) <= {dict}:
             raise TransientError(f"200 for {where} without a JSON array of objects")
         return data
@@ -151,10 +145,7 @@ class Transport:
         raise self._error(status, body, retry_after, where)
 
     def _page(self, body: bytes, where: str) -> Page:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
+        data = _parse(body, where)
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list) or not set(map(type, results)) <= {dict}:
             raise TransientError(f"200 for {where} without a results list")
@@ -212,6 +203,14 @@ class Transport:
         key = self._redact(str(key))[:_MAX_ERROR_TEXT] if key is not None else None
         text = self._redact(str(text))[:_MAX_ERROR_TEXT] if text is not None else ""
         return key, text
+
+
+def _parse(body: bytes, where: str) -> Any:
+    """A 200 answer's JSON; a body that is not JSON (cut short, an HTML page) is transient."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
 
 
 def _seconds(header: str | None) -> float | None:

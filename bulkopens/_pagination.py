@@ -257,8 +257,9 @@ def _batch(
         pairs = [(r, s) for r, s in zip(results, stamps, strict=True) if not _written(work, r, s)]
         kept, stamps = [r for r, _ in pairs], [s for _, s in pairs]
     if as_lines:
-        cut = body is not None and kept is results and len(kept) >= _CUT_MIN
-        text = record_text(cast(bytes, body), len(kept)) if cut else None
+        text = None
+        if body is not None and kept is results and len(kept) >= _CUT_MIN:
+            text = record_text(body, len(kept))
         if text is None:
             text = lines_of(kept)
         batch = PageBatch(work.contact_id, [], next_link, work=work, lines=text, count=len(kept))

@@ -219,16 +219,19 @@ def _merge_span(mark: ContactMark, batch: PageBatch) -> None:
     keeping the hashes of the lines dated exactly at each end."""
     if batch.newest is None or batch.oldest is None:
         return
-    top = frozenset(line_hash(line) for line in batch.newest_lines)
+    # Hashed only when an end moves or ties (a newest-first walk: the newest end once).
     if mark.newest is None or batch.newest > mark.newest:
-        mark.newest, mark.newest_seen = batch.newest, top
+        mark.newest, mark.newest_seen = batch.newest, _hashes(batch.newest_lines)
     elif batch.newest == mark.newest:
-        mark.newest_seen = mark.newest_seen | top
-    bottom = frozenset(line_hash(line) for line in batch.oldest_lines)
+        mark.newest_seen = mark.newest_seen | _hashes(batch.newest_lines)
     if mark.oldest is None or batch.oldest < mark.oldest:
-        mark.oldest, mark.oldest_seen = batch.oldest, bottom
+        mark.oldest, mark.oldest_seen = batch.oldest, _hashes(batch.oldest_lines)
     elif batch.oldest == mark.oldest:
-        mark.oldest_seen = mark.oldest_seen | bottom
+        mark.oldest_seen = mark.oldest_seen | _hashes(batch.oldest_lines)
+
+
+def _hashes(lines: list[bytes]) -> frozenset[bytes]:
+    return frozenset(map(line_hash, lines))
 
 
 class StreamSink:
