@@ -1,0 +1,168 @@
+"""A hostile API server on loopback: each way a server can lie, drip, loop or flood, as a mode.
+
+The server runs in its own thread with its own event loop, so the same instance serves an
+in-process library test (``async with Client(base_url=server.url)``) and a ``bulkopens fetch``
+subprocess alike. Every request is logged (method, path with query, arrival time) in
+``server.requests``, so a test can count what reached the server.
+
+A mode is an async function ``(request, server) -> web.StreamResponse``; :data:`MODES` names
+them. Add a mode by writing the function and registering it with ``@mode("name")``.
+
+    with Hostile("loop-back") as server:
+        ...  # server.url, server.requests, server.state (a dict for modes to keep state in)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+Mode = Callable[[web.Request, "Hostile"], Awaitable[web.StreamResponse]]
+MODES: dict[str, Mode] = {}
+
+
+def mode(name: str) -> Callable[[Mode], Mode]:
+    """Register a mode under ``name``."""
+
+    def register(fn: Mode) -> Mode:
+        MODES[name] = fn
+        return fn
+
+    return register
+
+
+@dataclass(slots=True)
+class Seen:
+    """One request as the server saw it."""
+
+    method: str
+    path_qs: str
+    at: float  # time.monotonic() at arrival
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def record(contact_id: str, n: int, *, date: str | None = None) -> dict[str, Any]:
+    """A v2 open record of ``contact_id``; ``n`` makes it distinct."""
+    return {
+        "activity_type": "EMAIL_OPEN",
+        "campaign_id": "1100000000001",
+        "contact_id": contact_id,
+        "email_address": f"c{contact_id}@example.com",
+        "open_date": date or f"2024-01-01T00:00:{n % 60:02d}.000Z",
+    }
+
+
+def page_body(results: list[Any], next_link: str | None = None) -> bytes:
+    """A v2 page's JSON text (compact, as the API and the simulator send it)."""
+    return orjson.dumps({"meta": {"pagination": {"next_link": next_link}}, "results": results})
+
+
+def json_response(body: bytes, status: int = 200, **headers: str) -> web.Response:
+    return web.Response(
+        status=status, body=body, content_type="application/json", headers=headers or None
+    )
+
+
+def contact_of(request: web.Request) -> str:
+    """The contact id in ``/v2/contacts/{id}/tracking/...`` (or '' if the path has none)."""
+    parts = request.path.split("/")
+    try:
+        return parts[parts.index("contacts") + 1]
+    except (ValueError, IndexError):
+        return ""
+
+
+class Hostile:
+    """A loopback aiohttp.web server running ``handler`` (a mode name or a mode function)."""
+
+    def __init__(self, handler: str | Mode, *, host: str = "127.0.0.1") -> None:
+        self.handler: Mode = MODES[handler] if isinstance(handler, str) else handler
+        self.host = host
+        self.port = 0
+        self.requests: list[Seen] = []
+        self.state: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(
+            Seen(request.method, request.path_qs, time.monotonic(), dict(request.headers))
+        )
+        return await self.handler(request, self)
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._stop = asyncio.Event()
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # pragma: no cover - surfaced by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    def start(self) -> Hostile:
+        self._thread = threading.Thread(target=self._main, name="hostile-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> Hostile:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def count(self, predicate: Callable[[Seen], bool] = lambda _: True) -> int:
+        return sum(1 for seen in list(self.requests) if predicate(seen))
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes. Keep each one small; a mode keeps any state it needs in ``server.state``.
+# ---------------------------------------------------------------------------------------------
+
+
+@mode("ok")
+async def _ok(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """An honest server: every contact has three opens on one page."""
+    cid = contact_of(request)
+    return json_response(page_body([record(cid, n) for n in range(3)]))
