@@ -34,7 +34,7 @@ from yarl import URL
 from bulkopens._config import parse_contact_id
 from bulkopens._exceptions import ConfigurationError, ContactError, ForeignNextLink
 from bulkopens._http import Page
-from bulkopens._pagination import resolve_next
+from bulkopens._pagination import MAX_PAGES, resolve_next
 from bulkopens._pipeline import IdBatches, IdSource, map_concurrently, shorten_input
 from bulkopens._reports import Report, Scope
 
@@ -116,6 +116,7 @@ async def sent_campaigns(fetcher: Fetcher, base: URL) -> tuple[list[str], int]:
     )
     ids: list[str] = []
     seen: set[str] = set()
+    visited = {url}
     pages = 0
     try:
         while True:
@@ -129,13 +130,16 @@ async def sent_campaigns(fetcher: Fetcher, base: URL) -> tuple[list[str], int]:
             if not page.results or not page.next_link:
                 return ids, pages
             next_url = resolve_next(base, page.next_link)
-            if next_url == url:  # a link to the page just read would loop forever
-                return ids, pages
+            if next_url in visited or pages >= MAX_PAGES:
+                raise ConfigurationError(
+                    "the campaign list's pages link back to a page already read (a loop)"
+                    if next_url in visited
+                    else f"the campaign list runs past {MAX_PAGES:,} pages"
+                )
+            visited.add(next_url)
             url = next_url
-    except ForeignNextLink:
-        raise ConfigurationError(
-            "the campaign list's next_link points at another host; not followed"
-        ) from None
+    except ForeignNextLink as exc:
+        raise ConfigurationError(f"the campaign list's {exc}") from None
     except ContactError as exc:
         raise ConfigurationError(f"cannot list the sent campaigns: {exc}") from None
 

@@ -5,19 +5,36 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
+import re
 from collections.abc import AsyncGenerator, Container, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
+from urllib.parse import unquote
 
 import orjson
 from yarl import URL
 
-from bulkopens._exceptions import BadRequest, ForeignNextLink
+from bulkopens._exceptions import BadAnswer, BadRequest, ContactError, ForeignNextLink
 from bulkopens._http import Page
 from bulkopens._reports import Report, Scope
 from bulkopens._timefmt import canonical
 
 _CREDENTIAL_PARAMS = ("api_key", "access_token")
+# Every report lives under this path (below the base URL's own path, if any).
+_API_ROOT = "/v2/"
+# What no honest next_link holds, once percent-decoded: control characters and backslashes
+# (a path or a host could be read two ways), and dot segments (they climb out of the API).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
+_SEGMENTS = re.compile(r"[/\\]")
+# The largest page the API sends (its maximum ``limit``).
+MAX_PAGE_SIZE = 500
+# Pages one walk may read: 5 million records at 500 a page, far past any honest contact's or
+# campaign's report, yet a bound on a server that hands out fresh next_links for ever.
+MAX_PAGES = 10_000
+# The cursor kept when a walk stops on a next_link it refuses (another host, a loop): a later
+# attempt (retry_failed) starts the item over from page one and drops what this run already
+# wrote for it, as for a cursor the API no longer takes.
+RESTART = "bulkopens:restart"
 # The API's own time form, YYYY-MM-DDTHH:MM:SS.mmmZ (24 characters), sorts as time does.
 _STAMP_LENGTH = 24
 _STAMP_PUNCTUATION = ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z"))
@@ -106,8 +123,6 @@ _dumps_line = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 
 _RESULTS_KEY = b'"results":['
-# Below this many records, serialising a page costs less than checking whether it can be cut.
-_CUT_MIN = 16
 # Bytes the text of a cut page must not hold: whitespace, and brackets (no array but results).
 _NOT_IN_CUT = (b" ", b"\n", b"\r", b"\t", b"[", b"]")
 
@@ -160,23 +175,64 @@ def first_url(
     return base.with_path(path).with_query(query)
 
 
-def resolve_next(base: URL, next_link: str) -> URL:
-    """Join a next_link to the API base. ForeignNextLink if it points at another host.
+def resolve_next(base: URL, next_link: str, secrets: Sequence[str] = ()) -> URL:
+    """Join a next_link to the API base; ForeignNextLink unless it stays inside the API.
 
     The link is used as given (its ``next`` token is opaque); ``limit`` and ``created_since``
-    are not sent again, and any credential the link carried is dropped (ours is added later).
+    are not sent again, and any credential parameter the link carried is dropped (ours is added
+    later). A link is followed only when it is a valid URL on the base's scheme, host and port,
+    with no user info, under the base's path, with no dot segment or backslash (after
+    percent-decoding, so ``%2e%2e`` counts), and without any of ``secrets`` in it (a server
+    that echoes the credentials into a link would have them stored in the state).
     """
-    link = URL(next_link)
-    prefix = base.path.rstrip("/")
-    if link.host is None and prefix and not link.path.startswith(prefix + "/"):
-        query = f"?{link.raw_query_string}" if link.raw_query_string else ""
-        link = URL(prefix + "/" + link.raw_path.lstrip("/") + query, encoded=True)
-    url = base.join(link)
-    if url.origin() != base.origin():
-        raise ForeignNextLink(f"next_link points at another host ({url.host}); not followed")
+    plain = _decoded(next_link)
+    if any(secret and secret in plain for secret in secrets):
+        raise ForeignNextLink("next_link carries a credential; not followed")
+    if _UNSAFE.search(plain) or {".", ".."} & set(_SEGMENTS.split(plain.split("?")[0])):
+        raise ForeignNextLink(
+            "next_link has a control character, a dot segment or a backslash; not followed"
+        )
+    try:
+        link = URL(next_link)
+        prefix = base.path.rstrip("/")
+        if (
+            not link.scheme
+            and link.host is None
+            and prefix
+            and not link.path.startswith(prefix + "/")
+        ):
+            query = f"?{link.raw_query_string}" if link.raw_query_string else ""
+            link = URL(prefix + "/" + link.raw_path.lstrip("/") + query, encoded=True)
+        url = base.join(link)
+        where = (url.scheme, url.host, url.port)
+    except (ValueError, TypeError, UnicodeError):
+        raise ForeignNextLink("next_link is not a valid URL; not followed") from None
+    if where != (base.scheme, base.host, base.port):
+        raise ForeignNextLink(
+            f"next_link points at another host ({_shown(url.host)}); not followed"
+        )
+    if url.raw_user is not None or url.raw_password is not None:
+        raise ForeignNextLink("next_link carries user info; not followed")
+    if not _decoded(url.raw_path).startswith(prefix + _API_ROOT):
+        raise ForeignNextLink("next_link leaves the API's base path; not followed")
     if any(p in url.query for p in _CREDENTIAL_PARAMS):
         url = url.without_query_params(*_CREDENTIAL_PARAMS)
     return url
+
+
+def _decoded(text: str) -> str:
+    """``text`` percent-decoded until it no longer changes (``%252e`` is a dot, too)."""
+    for _ in range(4):
+        plain = unquote(text)
+        if plain == text:
+            break
+        text = plain
+    return text
+
+
+def _shown(text: str | None, limit: int = 60) -> str:
+    """Server-provided text as it may appear in a message: quoted, escaped, shortened."""
+    return ascii((text or "")[:limit])
 
 
 async def walk(
@@ -189,6 +245,8 @@ async def walk(
     scope: Scope = "contact",
     keep: Container[str] | None = None,
     lines: bool = False,
+    max_pages: int = MAX_PAGES,
+    secrets: Sequence[str] = (),
 ) -> AsyncGenerator[PageBatch, None]:
     """Yield each page of ``work``'s contact in order, ending with one whose next_link is None.
 
@@ -197,15 +255,24 @@ async def walk(
     and its cursor still go over every page. With ``lines``, each batch carries its records
     as NDJSON lines instead of dicts.
 
-    Stops on a page without next_link, on an empty page, or on a next_link that repeats the
-    current one (so a faulty server cannot loop us). Raises ForeignNextLink after yielding the
-    page that carried it, and whatever ``fetcher`` raises.
+    Stops on a page without next_link, or on an empty page. A server cannot make the walk
+    write a record twice or run for ever: a page with more records than asked for, a next_link
+    to a page this walk already read (a loop), and more than ``max_pages`` pages raise
+    BadAnswer; a next_link that leaves the API (see :func:`resolve_next`) raises
+    ForeignNextLink. Each of these comes after yielding the pages read before it, so their
+    records and the cursor are kept. Also raises whatever ``fetcher`` raises.
     """
+    if work.cursor == RESTART:
+        work = replace(work, cursor=None, restart=True)
     url = (
-        resolve_next(base, work.cursor)
+        resolve_next(base, work.cursor, secrets)
         if work.cursor
         else first_url(base, report, work, page_size, scope)
     )
+    # Resumed from a cursor, the first page may have been asked for with another page size.
+    limit = page_size if not work.cursor else MAX_PAGE_SIZE
+    visited = {url}
+    pages = 0
     while True:
         try:
             page = await fetcher.fetch(url)
@@ -216,26 +283,46 @@ async def walk(
             # contact over from page one, dropping what this run already wrote for it.
             work = replace(work, cursor=None, restart=True)
             url = first_url(base, report, work, page_size, scope)
+            limit, visited = page_size, {url}
             continue
+        pages += 1
+        if len(page.results) > limit:
+            raise BadAnswer(
+                f"a page of {len(page.results)} records answered a request for at most {limit}",
+                error_key="bulkopens.too_many_records",
+                permanent=False,
+            )
         cursor: str | None = None
-        foreign: ForeignNextLink | None = None
+        stop: ContactError | None = None
         if page.results and page.next_link:
             try:
-                next_url = resolve_next(base, page.next_link)
+                next_url = resolve_next(base, page.next_link, secrets)
             except ForeignNextLink as exc:
-                # Keep the page, remember where it pointed (minus any credential), then fail.
-                foreign = exc
-                cursor = str(URL(page.next_link).without_query_params(*_CREDENTIAL_PARAMS))
+                stop, cursor = exc, RESTART  # keep the page, never follow the link
             else:
-                if next_url != url:  # a link to the page we just read would loop forever
-                    cursor = str(next_url.relative())
+                cursor = str(next_url.relative())
+                if next_url in visited:
+                    cursor = RESTART
+                    stop = BadAnswer(
+                        f"page {pages} links back to a page already read (a loop); not followed",
+                        error_key="bulkopens.page_loop",
+                        permanent=True,
+                    )
+                elif pages >= max_pages:
+                    stop = BadAnswer(
+                        f"more than {max_pages:,} pages; stopped (a later run with "
+                        "retry_failed goes on from here)",
+                        error_key="bulkopens.page_budget",
+                        permanent=True,
+                    )
+                visited.add(next_url)
         results = page.results
         body = page.body if lines else None
         if keep is not None:
             results, body = [r for r in results if _contact_of(r) in keep], None
         yield _batch(work, report, results, cursor, lines, body)
-        if foreign is not None:
-            raise foreign
+        if stop is not None:
+            raise stop
         if cursor is None:
             return
         url = next_url
@@ -250,16 +337,28 @@ def _batch(
     body: bytes | None = None,
 ) -> PageBatch:
     """The batch of one page's ``results``: those not yet written, as dicts or (``as_lines``)
-    as NDJSON, cut from ``body`` (the page's text) when every record is kept and it allows."""
+    as NDJSON lines. With the page's text (``body``), each line is the record's own text as the
+    API sent it (cut in C when the page allows, else split out by :func:`split_results`), so
+    no number, key order or duplicate key is ever changed; without it, the records are
+    serialised (their ids were converted on purpose)."""
     stamps = _stamps(report, results)
     kept = results
+    index: list[int] | None = None
     if work.seen_at_since or work.restart:
-        pairs = [(r, s) for r, s in zip(results, stamps, strict=True) if not _written(work, r, s)]
-        kept, stamps = [r for r, _ in pairs], [s for _, s in pairs]
+        index = [
+            i
+            for i, (r, s) in enumerate(zip(results, stamps, strict=True))
+            if not _written(work, r, s)
+        ]
+        kept, stamps = [results[i] for i in index], [stamps[i] for i in index]
     if as_lines:
-        text = None
-        if body is not None and kept is results and len(kept) >= _CUT_MIN:
-            text = record_text(body, len(kept))
+        text = None if kept else b""
+        if body is not None and text is None:
+            if index is None:
+                text = record_text(body, len(kept))
+            if text is None:
+                raw = split_results(body, len(results))
+                text = b"".join(raw if index is None else [raw[i] for i in index])
         if text is None:
             text = lines_of(kept)
         batch = PageBatch(work.contact_id, [], next_link, work=work, lines=text, count=len(kept))
@@ -275,6 +374,62 @@ def _batch(
     return batch
 
 
+# A JSON string token (escapes included), or one of the structural characters.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
+# A string (kept) or a run of insignificant whitespace (dropped).
+_STRING_OR_SPACE = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\r\n]+')
+_SPACE = (b" ", b"\t", b"\r", b"\n")
+
+
+def split_results(body: bytes, count: int) -> list[bytes]:
+    """The text of each record in the page's top-level ``results`` array, as NDJSON lines.
+
+    The slow but exact way, for answers the C cut (:func:`record_text`) does not take:
+    pretty-printed pages, other key orders, nested values. ``body`` is valid JSON (it was
+    parsed), so a scan of its string tokens and brackets finds each element of the last
+    top-level ``results`` array (the one a JSON parser keeps); whitespace outside strings is
+    dropped so that each record is one line. Raises BadAnswer when the scan does not find
+    ``count`` records (the key written with escapes, say): nothing is then written.
+    """
+    found: list[bytes] = []
+    records: list[bytes] = []
+    depth = 0  # 1 inside the top-level object, 2 inside its results array, 3+ in a record
+    in_results = False
+    key: bytes | None = None
+    start = 0
+    for match in _TOKENS.finditer(body):
+        token = match.group()
+        first = token[:1]
+        if first == b"{" or first == b"[":
+            depth += 1
+            if depth == 2 and first == b"[" and key == b'"results"':
+                in_results, records = True, []
+            elif depth == 3 and in_results:
+                start = match.start()
+        elif first == b"}" or first == b"]":
+            depth -= 1
+            if depth == 2 and in_results:
+                records.append(_one_line(body[start : match.end()]))
+            elif depth == 1 and in_results:
+                in_results, found = False, records
+        elif depth == 1 and first == b'"':
+            key = token  # a key, or a string value (then the next key replaces it)
+    if len(found) != count:
+        raise BadAnswer(
+            "the page's records could not be read exactly as sent",
+            error_key="bulkopens.unreadable_page",
+            permanent=False,
+        )
+    return found
+
+
+def _one_line(text: bytes) -> bytes:
+    """A record's text with the whitespace between its tokens dropped, and a newline."""
+    if any(space in text for space in _SPACE):
+        text = _STRING_OR_SPACE.sub(lambda m: m.group(1) or b"", text)
+    return text + b"\n"
+
+
 def _set_ends_ordered(batch: PageBatch, records: list[dict[str, Any]], stamps: list[str]) -> None:
     """Set the page's newest and oldest times and their lines, every record being dated.
 
@@ -288,12 +443,12 @@ def _set_ends_ordered(batch: PageBatch, records: list[dict[str, Any]], stamps: l
     batch.newest, batch.oldest = first, last
     n = len(stamps)
     batch.newest_lines = (
-        [line_of(records[0])]
+        [_hash_line(records[0])]
         if n == 1 or stamps[1] != first
         else _lines_dated(records, stamps, first)
     )
     batch.oldest_lines = (
-        [line_of(records[-1])]
+        [_hash_line(records[-1])]
         if n == 1 or stamps[-2] != last
         else _lines_dated(records, stamps, last)
     )
@@ -316,8 +471,20 @@ def _lines_dated(
 ) -> list[bytes]:
     """The lines of the records dated ``stamp`` (usually one: found in C, without a loop)."""
     if stamps.count(stamp) == 1:
-        return [line_of(records[stamps.index(stamp)])]
-    return [line_of(r) for r, s in zip(records, stamps, strict=True) if s == stamp]
+        return [_hash_line(records[stamps.index(stamp)])]
+    return [_hash_line(r) for r, s in zip(records, stamps, strict=True) if s == stamp]
+
+
+def _hash_line(record: dict[str, Any]) -> bytes:
+    """The line a record is recognised by (hashed): its NDJSON line, or, for a record orjson
+    cannot write back (nested deeper than it allows), its repr."""
+    try:
+        return line_of(record)
+    except TypeError:  # orjson.JSONEncodeError
+        try:
+            return repr(record).encode()
+        except RecursionError:
+            return b"\x00too deep to tell apart"
 
 
 def _contact_of(record: dict[str, Any]) -> str:
@@ -354,15 +521,15 @@ def _written(work: Work, record: dict[str, Any], stamp: str | None) -> bool:
     """Whether an earlier run (at ``since``) or this run (restarting) already wrote ``record``."""
     if stamp is None:
         return False
-    if stamp == work.since and line_hash(line_of(record)) in work.seen_at_since:
+    if stamp == work.since and line_hash(_hash_line(record)) in work.seen_at_since:
         return True
     if work.restart and work.oldest is not None and work.newest is not None:
         if work.oldest < stamp < work.newest:
             return True
         if stamp == work.oldest:
-            return line_hash(line_of(record)) in work.oldest_seen
+            return line_hash(_hash_line(record)) in work.oldest_seen
         if stamp == work.newest:
-            return line_hash(line_of(record)) in work.newest_seen
+            return line_hash(_hash_line(record)) in work.newest_seen
     return False
 
 
@@ -371,5 +538,5 @@ def _canonical_or_none(stamp: str | None) -> str | None:
         return None
     try:
         return canonical(stamp)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a time, or one past year 9999 in UTC
         return None

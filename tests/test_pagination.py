@@ -10,9 +10,10 @@ import orjson
 import pytest
 from yarl import URL
 
-from bulkopens._exceptions import BadRequest, ForeignNextLink
+from bulkopens._exceptions import BadAnswer, BadRequest, ForeignNextLink
 from bulkopens._http import Page
 from bulkopens._pagination import (
+    RESTART,
     PageBatch,
     Work,
     first_url,
@@ -21,6 +22,7 @@ from bulkopens._pagination import (
     lines_of,
     record_text,
     resolve_next,
+    split_results,
     walk,
 )
 from bulkopens._reports import REPORTS
@@ -137,7 +139,7 @@ async def test_walk_resumes_from_a_cursor() -> None:
     assert [str(u.relative()) for u in fetcher.urls] == [p2]
 
 
-async def test_walk_stops_on_an_empty_page_and_on_a_repeated_link() -> None:
+async def test_walk_stops_on_an_empty_page_and_fails_on_a_repeated_link() -> None:
     p1 = "/v2/contacts/7/tracking/opens?limit=500"
     loop = "/v2/contacts/7/tracking/opens?next=LOOP"
     fetcher = FakeFetcher(
@@ -146,8 +148,13 @@ async def test_walk_stops_on_an_empty_page_and_on_a_repeated_link() -> None:
             loop: Page([rec("7", "2023-01-01T00:00:00.000Z")], loop),
         }
     )
-    batches = await collect(fetcher, Work("7"))
-    assert [b.next_link for b in batches] == [loop, None]
+    batches, error = await _walk_all(fetcher, Work("7"))
+    assert isinstance(error, BadAnswer)
+    assert error.error_key == "bulkopens.page_loop"
+    assert error.permanent
+    # Both pages are kept once; the cursor makes a later attempt start over, deduplicated.
+    assert [b.next_link for b in batches] == [loop, RESTART]
+    assert len(fetcher.urls) == 2
     empty = FakeFetcher({p1: Page([], "/v2/contacts/7/tracking/opens?next=MORE")})
     assert [b.next_link for b in await collect(empty, Work("7"))] == [None]
 
@@ -230,7 +237,8 @@ async def test_a_foreign_cursor_is_kept_without_credentials() -> None:
 
     with pytest.raises(ForeignNextLink):
         await consume()
-    assert batches[0].next_link == "https://evil.test/x?next=1"
+    # Nothing of the foreign link is stored: a later attempt starts over instead.
+    assert batches[0].next_link == RESTART
 
 
 class RefusingFetcher(FakeFetcher):
@@ -426,10 +434,196 @@ async def test_a_walk_writes_the_records_cut_from_the_body_when_it_can() -> None
     assert batch.lines is not None
     assert b"\\u00e97@" in batch.lines
     assert [orjson.loads(line) for line in batch.lines.splitlines()] == records
-    # Records dropped by the walk (already written at ``since``): serialised, never cut.
+    # Records dropped by the walk (already written at ``since``): the others still as sent.
     last = records[-1]
     since = Work("7", since=_stamp(9), seen_at_since=frozenset({line_hash(line_of(last))}))
     p2 = p1 + "&created_since=" + _stamp(9)
     fetcher = FakeFetcher({p2: Page(records, None, body)})
     (batch,) = [b async for b in walk(fetcher, BASE, OPENS, since, 500, lines=True)]
-    assert batch.lines == b"".join(line_of(r) for r in records[:-1])
+    assert batch.lines == b"".join(split_results(body, 20)[:-1])
+    assert b"\\u00e97@" in batch.lines
+
+
+# -- a server that lies: loops, floods, links out of the API ---------------------------------
+
+
+async def _walk_all(fetcher: FakeFetcher, work: Work, **kw: Any) -> tuple[list[PageBatch], Any]:
+    batches: list[PageBatch] = []
+    try:
+        async for batch in walk(fetcher, BASE, OPENS, work, kw.pop("page_size", 500), **kw):
+            batches.append(batch)
+    except (BadAnswer, ForeignNextLink) as exc:
+        return batches, exc
+    return batches, None
+
+
+async def test_a_cycle_of_pages_is_read_once_and_fails_the_contact() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    p2, p3 = (f"/v2/contacts/7/tracking/opens?next={n}" for n in ("P2", "P3"))
+    fetcher = FakeFetcher(
+        {
+            p1: Page([rec("7", "2024-01-03T00:00:00.000Z")], p2),
+            p2: Page([rec("7", "2024-01-02T00:00:00.000Z")], p3),
+            p3: Page([rec("7", "2024-01-01T00:00:00.000Z")], p2),  # 2 -> 3 -> 2
+        }
+    )
+    batches, error = await _walk_all(fetcher, Work("7"))
+    assert isinstance(error, BadAnswer)
+    assert error.error_key == "bulkopens.page_loop"
+    assert len(fetcher.urls) == 3
+    assert sum(len(b.records) for b in batches) == 3
+    # A link back to page one is a loop too.
+    fetcher = FakeFetcher(
+        {
+            p1: Page([rec("7", "2024-01-03T00:00:00.000Z")], p2),
+            p2: Page([rec("7", "2024-01-02T00:00:00.000Z")], p1),
+        }
+    )
+    _, error = await _walk_all(fetcher, Work("7"))
+    assert isinstance(error, BadAnswer)
+    assert len(fetcher.urls) == 2
+
+
+async def test_a_walk_resumed_after_a_loop_starts_over_and_writes_nothing_twice() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    p2 = "/v2/contacts/7/tracking/opens?next=P2"
+    first, second = rec("7", "2024-01-03T00:00:00.000Z"), rec("7", "2024-01-02T00:00:00.000Z")
+    # The earlier attempt wrote both pages, then met a loop: its cursor is RESTART.
+    work = Work(
+        "7",
+        cursor=RESTART,
+        newest="2024-01-03T00:00:00.000Z",
+        newest_seen=frozenset({line_hash(line_of(first))}),
+        oldest="2024-01-02T00:00:00.000Z",
+        oldest_seen=frozenset({line_hash(line_of(second))}),
+    )
+    third = rec("7", "2024-01-01T00:00:00.000Z")
+    fixed = FakeFetcher({p1: Page([first], p2), p2: Page([second, third], None)})
+    batches, error = await _walk_all(fixed, work)
+    assert error is None
+    assert [r for b in batches for r in b.records] == [third]
+
+
+async def test_more_records_than_the_limit_fail_the_contact_before_writing() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=2"
+    flood = [rec("7", "2024-01-01T00:00:00.000Z") for _ in range(3)]
+    batches, error = await _walk_all(FakeFetcher({p1: Page(flood, None)}), Work("7"), page_size=2)
+    assert batches == []
+    assert isinstance(error, BadAnswer)
+    assert error.error_key == "bulkopens.too_many_records"
+    assert not error.permanent
+
+
+async def test_the_page_budget_stops_a_walk_that_never_ends() -> None:
+    class Endless(FakeFetcher):
+        async def fetch(self, url: URL) -> Page:
+            self.urls.append(url)
+            n = len(self.urls)
+            return Page([rec("7", "2024-01-01T00:00:00.000Z")], f"/v2/x/opens?next={n}")
+
+    fetcher = Endless({})
+    batches, error = await _walk_all(fetcher, Work("7"), max_pages=25)
+    assert isinstance(error, BadAnswer)
+    assert error.error_key == "bulkopens.page_budget"
+    assert len(fetcher.urls) == 25
+    assert len(batches) == 25
+    assert batches[-1].next_link == "/v2/x/opens?next=25"  # a retry goes on from here
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "http://127.0.0.1:9\\@127.0.0.1:8/v2/x",
+        "javascript:alert(1)",
+        "https://api.constantcontact.com:1:1/v2/x",
+        "https://user:pw@api.constantcontact.com/v2/x?next=1",
+        "//evil.test/v2/x",
+        "/v2/../../admin/steal",
+        "/v2/%2e%2e/%2E%2E/admin",
+        "/v2/%252e%252e/admin",
+        "/v2/x\\..\\admin",
+        "\x00\x1b[2J",
+        "http://[::1/v2",
+    ],
+)
+async def test_a_next_link_that_leaves_the_api_fails_the_contact_and_is_never_sent(
+    link: str,
+) -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    fetcher = FakeFetcher({p1: Page([rec("7", "2024-01-01T00:00:00.000Z")], link)})
+    batches, error = await _walk_all(fetcher, Work("7"))
+    assert isinstance(error, ForeignNextLink)
+    assert len(fetcher.urls) == 1
+    assert [b.next_link for b in batches] == [RESTART]
+    assert "\x1b" not in str(error)
+
+
+def test_a_next_link_must_stay_under_the_base_path() -> None:
+    base = URL("https://proxy.example/ctct")
+    assert resolve_next(base, "/v2/x?next=1").path == "/ctct/v2/x"
+    for link in ("/ctct/../admin", "https://proxy.example/admin/steal", "/ctct/v2/../../x"):
+        with pytest.raises(ForeignNextLink):
+            resolve_next(base, link)
+
+
+def test_a_next_link_that_echoes_a_credential_is_refused() -> None:
+    secrets = ("the-api-key-123", "the-token-456")
+    for link in ("/v2/x/the-api-key-123/y", "/v2/x?next=the%2Dtoken%2D456"):
+        with pytest.raises(ForeignNextLink) as caught:
+            resolve_next(BASE, link, secrets)
+        assert "123" not in str(caught.value)
+        assert "456" not in str(caught.value)
+
+
+def test_split_results_keeps_every_record_byte_for_byte() -> None:
+    body = (
+        b'{ "meta": {"pagination": {"next_link": null}},\n "results": [\n'
+        b'  {"contact_id": "1", "n": 123456789012345678901234567890, "s": "a },{ b"},\n'
+        b'  {"contact_id": "2", "dup": 1, "dup": 2, "x": [1, {"y": "[\\"]"}], "f": 1.50}\n'
+        b"]}"
+    )
+    lines = split_results(body, 2)
+    assert lines == [
+        b'{"contact_id":"1","n":123456789012345678901234567890,"s":"a },{ b"}\n',
+        b'{"contact_id":"2","dup":1,"dup":2,"x":[1,{"y":"[\\"]"}],"f":1.50}\n',
+    ]
+    with pytest.raises(BadAnswer):
+        split_results(body, 3)
+
+
+async def test_pages_are_written_as_sent_never_re_serialised() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    body = (
+        b'{"meta":{"pagination":{"next_link":null}},"results":[{"contact_id":"7",'
+        b'"open_date":"2024-01-01T00:00:00.000Z","big":123456789012345678901234567890,'
+        b'"k":1,"k":2}]}'
+    )
+    page = Page(orjson.loads(body)["results"], None, body)
+    fetcher = FakeFetcher({p1: page})
+    (batch,) = [b async for b in walk(fetcher, BASE, OPENS, Work("7"), 500, lines=True)]
+    assert batch.lines == (
+        b'{"contact_id":"7","open_date":"2024-01-01T00:00:00.000Z",'
+        b'"big":123456789012345678901234567890,"k":1,"k":2}\n'
+    )
+
+
+async def test_a_record_too_deep_to_re_serialise_is_still_written_as_sent() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    deep = b"[" * 300 + b"]" * 300
+    body = (
+        b'{"meta":{"pagination":{"next_link":null}},"results":[{"contact_id":"7",'
+        b'"open_date":"2024-01-01T00:00:00.000Z","d":' + deep + b"}]}"
+    )
+    page = Page(orjson.loads(body)["results"], None, body)
+    (batch,) = [
+        b async for b in walk(FakeFetcher({p1: page}), BASE, OPENS, Work("7"), 500, lines=True)
+    ]
+    assert batch.count == 1
+    assert deep in (batch.lines or b"")
+
+
+async def test_a_time_past_year_9999_is_no_crash() -> None:
+    p1 = "/v2/contacts/7/tracking/opens?limit=500"
+    page = Page([rec("7", "9999-12-31T23:59:59-10:00")], None)
+    (batch,) = [b async for b in walk(FakeFetcher({p1: page}), BASE, OPENS, Work("7"), 500)]
+    assert batch.count == 1
