@@ -8,6 +8,7 @@ import operator
 import re
 from collections.abc import AsyncGenerator, Container, Sequence
 from dataclasses import dataclass, field, replace
+from secrets import token_bytes
 from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
@@ -122,6 +123,7 @@ def lines_of(records: list[dict[str, Any]]) -> bytes:
 _dumps_line = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 
+_RESULTS_NAME = b'"results"'
 _RESULTS_KEY = b'"results":['
 # Bytes the text of a cut page must not hold: whitespace, and brackets (no array but results).
 _NOT_IN_CUT = (b" ", b"\n", b"\r", b"\t", b"[", b"]")
@@ -272,6 +274,7 @@ async def walk(
     # Resumed from a cursor, the first page may have been asked for with another page size.
     limit = page_size if not work.cursor else MAX_PAGE_SIZE
     visited = {url}
+    contents: set[bytes] = set()  # what each page read held, to tell a loop under new URLs
     pages = 0
     while True:
         try:
@@ -283,7 +286,7 @@ async def walk(
             # contact over from page one, dropping what this run already wrote for it.
             work = replace(work, cursor=None, restart=True)
             url = first_url(base, report, work, page_size, scope)
-            limit, visited = page_size, {url}
+            limit, visited, contents = page_size, {url}, set()
             continue
         pages += 1
         if len(page.results) > limit:
@@ -292,6 +295,13 @@ async def walk(
                 error_key="bulkopens.too_many_records",
                 permanent=False,
             )
+        content = _content_key(page)
+        if content in contents:
+            # The same records again under another URL: a loop. Keep nothing of this page, and
+            # leave the cursor so that a later attempt starts over (deduplicated).
+            yield PageBatch(work.contact_id, [], RESTART, work=work)
+            raise _loop(pages)
+        contents.add(content)
         cursor: str | None = None
         stop: ContactError | None = None
         if page.results and page.next_link:
@@ -302,12 +312,7 @@ async def walk(
             else:
                 cursor = str(next_url.relative())
                 if next_url in visited:
-                    cursor = RESTART
-                    stop = BadAnswer(
-                        f"page {pages} links back to a page already read (a loop); not followed",
-                        error_key="bulkopens.page_loop",
-                        permanent=True,
-                    )
+                    stop, cursor = _loop(pages), RESTART
                 elif pages >= max_pages:
                     stop = BadAnswer(
                         f"more than {max_pages:,} pages; stopped (a later run with "
@@ -326,6 +331,27 @@ async def walk(
         if cursor is None:
             return
         url = next_url
+
+
+def _loop(pages: int) -> BadAnswer:
+    return BadAnswer(
+        f"page {pages} leads back to a page already read (a loop); not followed",
+        error_key="bulkopens.page_loop",
+        permanent=True,
+    )
+
+
+def _content_key(page: Page) -> bytes:
+    """A fingerprint of a page's records: of its text from the results key on (the records, in
+    the API's form, where ``meta`` comes first), or of the records themselves."""
+    body = page.body
+    if body is not None:
+        at = body.rfind(_RESULTS_NAME)
+        return line_hash(body[at:] if at >= 0 else body)
+    try:
+        return line_hash(orjson.dumps(page.results))
+    except TypeError:  # nested deeper than orjson writes: never taken for another page
+        return token_bytes(16)
 
 
 def _batch(

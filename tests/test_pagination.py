@@ -519,7 +519,7 @@ async def test_the_page_budget_stops_a_walk_that_never_ends() -> None:
         async def fetch(self, url: URL) -> Page:
             self.urls.append(url)
             n = len(self.urls)
-            return Page([rec("7", "2024-01-01T00:00:00.000Z")], f"/v2/x/opens?next={n}")
+            return Page([rec("7", f"2024-01-01T00:00:00.000Z{n}")], f"/v2/x/opens?next={n}")
 
     fetcher = Endless({})
     batches, error = await _walk_all(fetcher, Work("7"), max_pages=25)
