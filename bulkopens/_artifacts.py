@@ -1,13 +1,21 @@
 """The files a run leaves beside the records: summary.json, errors.ndjson and manifest.json.
 
 All three are views of the committed state, rewritten whole and atomically (temp file, fsync,
-rename) at the end of every attempt, so a reader never sees half of one.
+rename) at the end of every attempt, so a reader never sees half of one. The temp file is made
+with ``O_EXCL | O_NOFOLLOW`` and a link at either name is refused, never written through or
+replaced. On a full disk each artifact that fits is still written, and OutputError is raised.
+
+:func:`prepare_outputs` makes ``--out`` ready for an attempt: ``--fresh`` removes what the
+forgotten state says bulkopens wrote (its record files, of any report, and the artifacts when
+one of its attempts finished), never anything else; artifacts that no finished attempt of the
+state wrote are refused; and the record files are recovered (:meth:`RecordFiles.recover`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import re
+import stat
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +23,9 @@ from typing import Any
 
 import orjson
 
-from bulkopens._reports import REPORTS
+from bulkopens._disk import open_new, refuse_link, write_error
+from bulkopens._exceptions import ConfigurationError, RunStopped
+from bulkopens._files import RecordFiles
 from bulkopens._state import Store
 
 SUMMARY = "summary.json"
@@ -27,9 +37,9 @@ MANIFEST = "manifest.json"
 class Summary:
     """What one run (one call of export, or one iteration) did."""
 
-    status: (
-        str  # complete | incomplete | interrupted | quota_exhausted | auth_failed | config_error
-    )
+    # complete | incomplete | interrupted | quota_exhausted | auth_failed | config_error |
+    # output_error
+    status: str
     report: str
     contacts_done: int
     contacts_failed: int
@@ -67,37 +77,100 @@ class Summary:
         return data
 
 
+ARTIFACTS = (ERRORS, MANIFEST, SUMMARY)
+
+
 def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``path`` whole through ``PATH.tmp`` (made new, never through a link), fsynced and
+    renamed over ``path``. A leftover regular ``PATH.tmp`` (a killed write) is ours to replace;
+    a link at either name is refused. On an error the temp file is removed (freeing space)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        for chunk in chunks:
-            handle.write(chunk)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    refuse_link(path)
+    try:
+        fd = open_new(tmp)
+    except FileExistsError:
+        if not stat.S_ISREG(os.lstat(tmp).st_mode):
+            raise ConfigurationError(f"{tmp} is not a regular file; move it elsewhere") from None
+        tmp.unlink()
+        fd = open_new(tmp)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_artifacts(out: Path, store: Store, summary: Summary) -> None:
-    """Rewrite errors.ndjson, manifest.json and summary.json from the committed state."""
+    """Rewrite errors.ndjson, manifest.json and summary.json from the committed state.
+
+    Each is written even when another one fails (a full disk may have room for the small
+    ones); the first failure is then raised, as OutputError for a full disk.
+    """
     key_column = "campaign_id" if summary.unit == "campaigns" else "contact_id"
     invalid_noun = "campaign" if summary.mode == "campaign" else "contact"
     rows = store.failures(key_column, invalid_noun)
-    _atomic_write(
-        out / ERRORS, (orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows)
-    )
     manifest = {"report": summary.report, "mode": summary.mode, "runs": store.runs()}
-    _atomic_write(out / MANIFEST, [orjson.dumps(manifest, option=orjson.OPT_INDENT_2)])
-    _atomic_write(out / SUMMARY, [orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)])
+    writes: list[tuple[str, Iterable[bytes]]] = [
+        (ERRORS, (orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows)),
+        (MANIFEST, [orjson.dumps(manifest, option=orjson.OPT_INDENT_2)]),
+        (SUMMARY, [orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)]),
+    ]
+    failed: RunStopped | None = None
+    for name, chunks in writes:
+        try:
+            _atomic_write(out / name, chunks)
+        except OSError as exc:
+            failed = failed or write_error(exc, out / name)
+        except RunStopped as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
-def remove_outputs(out: Path) -> None:
-    """``--fresh``: delete the files earlier runs left in ``out`` (only bulkopens' own).
+def prepare_outputs(out: Path, store: Store, files: RecordFiles, fresh: bool) -> None:
+    """Make ``out`` ready for an attempt (see the module docstring); before any request.
+
+    Raises ConfigurationError, changing nothing, when ``out`` holds record files or artifacts
+    that the state does not account for; OutputError when the disk fails.
+    """
+    try:
+        if fresh:
+            remove_outputs(out, store)
+        if not store.has_finished():
+            foreign = [name for name in ARTIFACTS if refuse_link(out / name)]
+            if foreign:
+                raise ConfigurationError(
+                    f"{out} holds {', '.join(foreign)}, which no bulkopens run in it wrote; "
+                    "bulkopens never overwrites them: move them elsewhere, or use another --out"
+                )
+        files.recover(store.committed_files(), store.committed_tails())
+    except OSError as exc:
+        raise write_error(exc, out) from None
+
+
+def remove_outputs(out: Path, store: Store) -> None:
+    """``--fresh``: delete what the forgotten state says bulkopens wrote in ``out``: the
+    record files it names (whatever their report), and the artifacts if one of its attempts
+    finished. Nothing else, and never a link (a link left at a record file's name is then
+    refused by the recovery as a file no state accounts for).
 
     The state in ``.bulkopens/`` is the store's to reset, under its lock.
     """
-    ours = re.compile(rf"(?:{'|'.join(REPORTS)})-\d{{5,}}\.ndjson")
-    for path in out.glob("*.ndjson"):
-        if path.name == ERRORS or ours.fullmatch(path.name):
-            path.unlink()
-    for name in (SUMMARY, MANIFEST):
-        (out / name).unlink(missing_ok=True)
+    names = list(store.forgotten)
+    if store.forgotten_finished:
+        names += [*ARTIFACTS, *(name + ".tmp" for name in ARTIFACTS)]
+    for name in names:
+        if "/" in name or name.startswith("."):
+            continue  # not a name bulkopens writes
+        path = out / name
+        try:
+            if not os.path.islink(path) and path.is_file():
+                path.unlink()
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise

@@ -26,12 +26,13 @@ from bulkopens._exceptions import (
     AuthenticationError,
     BulkOpensError,
     ConfigurationError,
+    OutputError,
     QuotaExhausted,
     RunStopped,
 )
 from bulkopens._input import ContactSource
 from bulkopens._jobs import Job
-from bulkopens._progress import ProgressReporter, describe
+from bulkopens._progress import ProgressReporter, describe, guard_stderr
 from bulkopens._redact import Redactor
 from bulkopens._reports import REPORTS
 
@@ -41,6 +42,7 @@ EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_QUOTA = 4
 EXIT_INTERNAL = 70
+EXIT_OUTPUT = 74  # sysexits EX_IOERR: the disk is full or failing; committed work is kept
 EXIT_INTERRUPTED = 130
 
 FETCH_EXAMPLES = """\
@@ -62,7 +64,9 @@ exit codes:
   2    usage or configuration error; nothing fetched
   3    authentication failed; the run stopped and can be resumed
   4    the daily quota is exhausted; resume after 00:00 UTC
-  130  interrupted (Ctrl-C, SIGTERM); the run can be resumed
+  74   the output cannot be written (disk full, over quota, I/O error); committed work
+       is kept: free space and run the same command again
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP); the run can be resumed
 """
 
 
@@ -317,6 +321,7 @@ def event_loop_options(choice: str) -> dict[str, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    guard_stderr()  # a closed stderr (| head, a hung-up terminal) never stops the work
     try:
         args = build_parser().parse_args(argv)
         if args.command == "simulate":
@@ -398,8 +403,8 @@ def run_fetch(
             summary = anyio.run(_fetch, client, source, args, around, backend_options=loop_options)
         finally:
             # Everything is committed from here on: a Ctrl-C now simply ends the process.
-            signal.signal(signal.SIGINT, _exit_interrupted)
-            signal.signal(signal.SIGTERM, _exit_interrupted)
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, _exit_interrupted)
     except KeyboardInterrupt:
         print("bulkopens: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -519,8 +524,13 @@ async def _export(
         tg.cancel_scope.cancel()
 
 
+#: The signals that stop a run cleanly (commit, artifacts, exit 130); a second one exits at
+#: once. SIGHUP is one of them: a closed terminal or ssh session is a stop, never a lost commit.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def _watch_signals(scope: anyio.CancelScope, quiet: bool) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for _ in signals:
             if scope.cancel_called:
                 os._exit(EXIT_INTERRUPTED)  # second signal: at once; the commit point keeps us safe
@@ -546,6 +556,8 @@ def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
         return _fail(EXIT_QUOTA, redact(str(exc)) + "; run the same command again after the reset")
     if isinstance(exc, AuthenticationError):
         return _fail(EXIT_AUTH, redact(str(exc)) + "; fix it and run the same command to resume")
+    if isinstance(exc, OutputError):
+        return _fail(EXIT_OUTPUT, redact(str(exc)))  # the message says what to do next
     return _fail(EXIT_USAGE, redact(str(exc)))
 
 

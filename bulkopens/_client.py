@@ -16,16 +16,18 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
-from bulkopens._artifacts import Summary, remove_outputs, write_artifacts
+from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
 from bulkopens._campaigns import Plan, Strategy, read_contacts, sent_campaigns
 from bulkopens._config import DEFAULT_BASE_URL, DEFAULT_RATE, Settings
 from bulkopens._exceptions import (
     AuthenticationError,
     BulkOpensError,
     ConfigurationError,
+    OutputError,
     QuotaExhausted,
     RunStopped,
 )
+from bulkopens._disk import open_new, write_error
 from bulkopens._files import RecordFiles
 from bulkopens._http import new_session
 from bulkopens._jobs import Job, PlanHook, feed, plan_job
@@ -39,6 +41,7 @@ _STATUS_BY_ERROR: list[tuple[type[RunStopped], str]] = [
     (QuotaExhausted, "quota_exhausted"),
     (AuthenticationError, "auth_failed"),
     (ConfigurationError, "config_error"),
+    (OutputError, "output_error"),
 ]
 
 
@@ -305,10 +308,8 @@ class Client:
         fetcher = build_fetcher(settings, session, pacer, stats)
         status, error, plan = "interrupted", None, None
         try:
-            if fresh:
-                await store.call(remove_outputs, out)
             files = RecordFiles(out, settings.report, max_bytes=settings.max_file_bytes)
-            await store.call(files.recover, store.sync.committed_files())
+            await store.call(prepare_outputs, out, store.sync, files, fresh)
             sink = FileSink(
                 store,
                 files,
@@ -368,13 +369,26 @@ class Client:
 
 
 def _prepare_out(out: Path) -> None:
+    """Make ``out`` and prove it writable with an empty probe file, made new (``O_EXCL``)
+    and never through a link: a link planted at the probe's name is refused, its target
+    untouched. A full disk is an OutputError, anything else a ConfigurationError."""
+    probe = out / ".bulkopens-write-test"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".bulkopens-write-test"
-        probe.write_bytes(b"")
+        try:
+            fd = open_new(probe, 0o600)
+        except FileExistsError:
+            if os.lstat(probe).st_size:  # not the empty probe a killed run left behind
+                raise ConfigurationError(f"{probe} is in the way; move it elsewhere") from None
+            probe.unlink()
+            fd = open_new(probe, 0o600)
+        os.close(fd)
         probe.unlink()
     except OSError as exc:
-        raise ConfigurationError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        error = write_error(exc, f"to --out {out}")
+        if isinstance(error, ConfigurationError):
+            error = ConfigurationError(f"cannot write to --out {out}: {exc.strerror or exc}")
+        raise error from None
 
 
 def _finish(out: Path, store: Store, summary: Summary) -> Summary:

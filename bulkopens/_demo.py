@@ -1,19 +1,29 @@
-"""``bulkopens demo``: the real fetch, with live progress, against an in-process simulator."""
+"""``bulkopens demo``: the real fetch, with live progress, against an in-process simulator.
+
+The demo starts ``--out`` afresh each time (``--fresh``: the files its own earlier runs wrote
+there), and writes its contact list to ``OUT/contacts.txt``. That file is replaced only when
+it is the demo's own (its first line is :data:`HEADER`); any other file at that name (or a
+link) is refused with exit 2, as are record files that no earlier run there wrote.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bulkopens._disk import open_new, open_regular, refuse_link
+from bulkopens._exceptions import ConfigurationError
 from bulkopens.simulator import SimConfig, Simulator
 
 DEMO_KEY = "demo-key"
 DEMO_TOKEN = "demo-token"
 UNKNOWN_IDS = 12  # ids past the simulated account: they answer 404 and land in errors.ndjson
 JUNK_LINES = ("not-a-contact", "12e4", "../../etc/passwd")
+HEADER = "# bulkopens demo: one contact id per line"
 
 
 def demo_config(contacts: int, seed: int) -> SimConfig:
@@ -42,21 +52,42 @@ def _free_port() -> int:
 
 
 def write_contacts(path: Path, contacts: int) -> None:
-    """All simulated ids, a duplicate, some unknown ids and some junk lines."""
-    lines = ["# bulkopens demo: one contact id per line", ""]
+    """All simulated ids, a duplicate, some unknown ids and some junk lines.
+
+    Raises ConfigurationError when ``path`` exists and is not a contact list the demo wrote.
+    """
+    lines = [HEADER, ""]
     lines += [str(i) for i in range(1, contacts + 1)]
     lines += [str(contacts + i) for i in range(1, UNKNOWN_IDS + 1)]
     lines += ["1", *JUNK_LINES]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    if refuse_link(path):
+        fd = open_regular(path, os.O_RDWR)
+        if os.pread(fd, len(HEADER) + 1, 0) != HEADER.encode() + b"\n":
+            os.close(fd)
+            raise ConfigurationError(
+                f"{path} is not a contact list the demo wrote; it is left as it is: move it "
+                "elsewhere or give the demo another --out"
+            )
+        os.ftruncate(fd, 0)
+    else:
+        fd = open_new(path)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from bulkopens._cli import build_fetch_namespace, run_fetch
+    from bulkopens._cli import EXIT_USAGE, _fail, build_fetch_namespace, run_fetch
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     contacts_file = out / "contacts.txt"
-    write_contacts(contacts_file, args.contacts)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_contacts(contacts_file, args.contacts)
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except OSError as exc:
+        return _fail(EXIT_USAGE, f"cannot write {contacts_file}: {exc.strerror or exc}")
     port = _free_port()
     config = demo_config(args.contacts, args.seed)
 

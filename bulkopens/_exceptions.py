@@ -14,6 +14,7 @@
     └── RunStopped ................ the whole run stops; it can be resumed
         ├── AuthenticationError ... 401, or a 403 that is not a rate limit
         ├── QuotaExhausted ........ the daily quota is spent; resets at 00:00 UTC
+        ├── OutputError ........... the disk is full or failing; free space, run it again
         └── ConfigurationError .... 400/406, bad settings, or an --out that does not fit
             └── BadRequest ........ 400
 
@@ -122,6 +123,18 @@ class QuotaExhausted(RunStopped):
     def __init__(self, message: str, *, resets_at: datetime) -> None:
         super().__init__(message)
         self.resets_at = resets_at
+
+
+class OutputError(RunStopped):
+    """Writing the output failed (a full disk or quota, an I/O error): what was committed
+    before it is kept, and the same command resumes once the disk is fixed.
+
+    ``errno`` is the OS error number (``ENOSPC``, ``EDQUOT``, ``EIO``, ...) when there is one.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class ConfigurationError(RunStopped):

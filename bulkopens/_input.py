@@ -37,13 +37,22 @@ def _open(path: str, flag: str = "--contacts") -> IO[str]:
         raise ConfigurationError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
 
 
-def _lines(handle: IO[str]) -> Iterator[str]:
-    """Lines without their ending, cut at _MAX_LINE characters (the rest is skipped)."""
+def _lines(handle: IO[str], where: list[int] | None = None) -> Iterator[str]:
+    """Lines without their ending, cut at _MAX_LINE characters (the rest is skipped).
+
+    ``where``, if given, is kept as ``[number of the line last read, first line cut (0)]``.
+    """
+    number = 0
     while True:
         line = handle.readline(_MAX_LINE)
         if not line:
             return
+        number += 1
+        if where is not None:
+            where[0] = number
         if not line.endswith(("\n", "\r")) and len(line) >= _MAX_LINE:
+            if where is not None and not where[1]:
+                where[1] = number
             while True:  # drain the rest of an overlong line
                 more = handle.readline(_MAX_LINE)
                 if not more or more.endswith(("\n", "\r")):
@@ -52,8 +61,15 @@ def _lines(handle: IO[str]) -> Iterator[str]:
 
 
 def _ids(handle: IO[str], source: str, noun: str = "contact") -> Iterator[str]:
-    """The id field of every meaningful line; CSV when the first line is a CSV header."""
-    lines = (s for s in (raw.strip() for raw in _lines(handle)) if s and not s.startswith("#"))
+    """The id field of every meaningful line; CSV when the first line is a CSV header.
+
+    A CSV that cannot be read exactly (a field over the csv module's 131,072 characters, a
+    line over 4,096, which could cut a quoted field and swallow the rows after it) is refused
+    with a ConfigurationError naming the line, rather than guessed at.
+    """
+    where = [0, 0]
+    raws = _lines(handle, where)
+    lines = (s for s in (raw.strip() for raw in raws) if s and not s.startswith("#"))
     first = next(lines, None)
     if first is None:
         return
@@ -67,8 +83,24 @@ def _ids(handle: IO[str], source: str, noun: str = "contact") -> Iterator[str]:
         yield first  # a plain list of ids: the first line is an id too
         yield from lines
         return
-    for row in csv.reader(lines):
+    rows = csv.reader(lines)
+    while True:
+        try:
+            row = next(rows, None)
+        except csv.Error as exc:
+            raise _unreadable_csv(source, where[0], str(exc), noun) from None
+        if where[1]:
+            raise _unreadable_csv(source, where[1], f"over {_MAX_LINE:,} characters", noun)
+        if row is None:
+            return
         yield row[column].strip() if column < len(row) else ""
+
+
+def _unreadable_csv(source: str, line: int, why: str, noun: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{source} line {line}: cannot read it as CSV ({why}); give bulkopens the {noun} ids "
+        f"alone, one per line, or a CSV without such long fields"
+    )
 
 
 class ContactSource:

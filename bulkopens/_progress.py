@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO, cast
 
 from bulkopens._artifacts import Summary
 from bulkopens._stats import Progress
@@ -34,8 +35,8 @@ class ProgressReporter:
     average, at the request rate of the last few seconds, never above the pacer's rate.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr, *, live: bool, log_every: float = 10.0):
-        self._out = stream
+    def __init__(self, stream: TextIO | None = None, *, live: bool, log_every: float = 10.0):
+        self._out = stream if stream is not None else sys.stderr  # the guarded one, once set
         self._live = live
         self._log_every = log_every
         self._last_log = time.monotonic()
@@ -122,3 +123,52 @@ def describe(summary: Summary) -> str:
             f"{summary.out_dir}/errors.ndjson"
         )
     return "\n".join(lines)
+
+
+class _GuardedStream:
+    """A text stream whose failures never stop the work: the first write or flush that fails
+    (EPIPE from ``2>&1 | head -1``, EIO from a terminal that hung up, a closed stream) points
+    its file descriptor at /dev/null, and everything after is quietly dropped, so neither a
+    later print nor the interpreter's last flush fails (which would end the process with
+    exit 120). Anything else (``isatty``, ``fileno``, ``encoding``) is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.lost = False
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self._stream.write(text)
+            except (OSError, ValueError):
+                self._lose()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._lose()
+
+    def _lose(self) -> None:
+        self.lost = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_stderr() -> None:
+    """Make ``sys.stderr`` a stream whose failures never stop the work (see _GuardedStream):
+    progress, log lines and messages are for people, and a reader that went away must not
+    cost the run. Idempotent."""
+    if sys.stderr is not None and not isinstance(sys.stderr, _GuardedStream):
+        sys.stderr = cast(TextIO, _GuardedStream(sys.stderr))

@@ -8,13 +8,23 @@ in-progress contacts go on from their committed cursor (the last next_link whose
 the files).
 
 Rows are small and keyed by contact id; a commit updates only the contacts it touched, so the
-state stays compact and fast for millions of contacts. All methods are synchronous and must be
-called from one thread at a time (the async side serialises them through one worker thread).
+state stays compact and fast for millions of contacts. With each file's committed length a
+commit stores the hash of the file's last 4 KiB before that length (``files.tail``), so a file
+changed behind the tool's back is refused on resume (see :mod:`bulkopens._files`). All
+methods are synchronous and must be called from one thread at a time (the async side
+serialises them through one worker thread).
+
+Nothing here follows a symbolic link: ``.bulkopens``, its lock and the database files are
+refused when they are links. A full disk is an :class:`OutputError` (exit 74), a read-only or
+misplaced ``.bulkopens`` a ConfigurationError (exit 2), and only a database that SQLite calls
+corrupt is reported as unreadable, with ``--fresh`` as the way out (see :mod:`bulkopens._disk`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -26,11 +36,13 @@ from typing import Any, TypeVar
 
 import anyio
 
+from bulkopens._disk import refuse_link, state_error, write_error
 from bulkopens._exceptions import ConfigurationError
 from bulkopens._pagination import Work
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".bulkopens"
+DB_FILES = ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm", "state.sqlite3-journal")
 
 PENDING, DONE, FAILED, GONE = 0, 1, 2, 3  # GONE: failed for good (404, foreign next_link)
 _CLAIM_CHUNK = 500  # ids per SELECT ... IN (...)
@@ -44,7 +56,7 @@ CREATE TABLE IF NOT EXISTS runs (
     records INTEGER NOT NULL DEFAULT 0, oldest TEXT, newest TEXT);
 CREATE TABLE IF NOT EXISTS files (
     name TEXT PRIMARY KEY, run INTEGER NOT NULL,
-    length INTEGER NOT NULL, records INTEGER NOT NULL);
+    length INTEGER NOT NULL, records INTEGER NOT NULL, tail BLOB);
 CREATE TABLE IF NOT EXISTS contacts (
     id INTEGER PRIMARY KEY, run INTEGER NOT NULL, attempt INTEGER NOT NULL,
     status INTEGER NOT NULL, cursor TEXT, since TEXT, since_seen BLOB,
@@ -76,6 +88,7 @@ class FileMark:
     run: int
     length: int
     records: int
+    tail: bytes | None = None  # _files.tail_hash of the last 4 KiB before ``length``
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +114,64 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+W = TypeVar("W", bound=Callable[..., Any])
+
+
+def _writes(method: W) -> W:
+    """A Store method that writes: an SQLite error rolls the transaction back and becomes the
+    run-stopping error it means (a full disk: OutputError; see :func:`_disk.state_error`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.rollback()
+            raise state_error(exc, self.state_dir) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _outputs_of(db_path: Path) -> tuple[list[str], bool]:
+    """The record files a state names and whether any of its attempts finished (and so wrote
+    the artifacts), read before ``--fresh`` forgets it; nothing for an unreadable state."""
+    if not db_path.is_file():
+        return [], False
+    try:
+        db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = [str(name) for (name,) in db.execute("SELECT name FROM files")]
+            finished = db.execute(
+                "SELECT 1 FROM runs WHERE finished_at IS NOT NULL LIMIT 1"
+            ).fetchone()
+            return names, finished is not None
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return [], False
+
+
 class Store:
     """The state of one output directory. Open with :meth:`open`; one process at a time."""
 
-    def __init__(self, db: sqlite3.Connection, lock_fd: int | None, run: int, attempt: int) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock_fd: int | None,
+        run: int,
+        attempt: int,
+        state_dir: Path = Path(STATE_DIR),
+    ) -> None:
         self._db = db
         self._lock_fd = lock_fd
         self.run = run
         self.attempt = attempt
+        self.state_dir = state_dir
+        #: with ``fresh``: the record files the forgotten state named (bulkopens wrote them),
+        #: and whether it had a finished attempt (so the artifacts in --out are its own too)
+        self.forgotten: list[str] = []
+        self.forgotten_finished = False
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -125,13 +188,28 @@ class Store:
     ) -> Store:
         """Open (or create) the state in ``directory``, lock it, and start an attempt.
 
-        ``fresh`` forgets the earlier state (after taking the lock). Raises ConfigurationError
-        when another process holds the lock, when the state was made with other settings
-        (``fingerprint``), or by another schema version.
+        ``fresh`` forgets the earlier state (after taking the lock), keeping in
+        :attr:`forgotten` the files it named. Raises ConfigurationError when another process
+        holds the lock, when the state was made with other settings (``fingerprint``) or by
+        another schema version, when ``.bulkopens`` (or a file in it) is a link, not a
+        directory, or not writable, or when the database is corrupt; OutputError when the disk
+        is full. A state that is missing or empty is a new one: the caller refuses record
+        files that it does not account for (:meth:`RecordFiles.recover`).
         """
         state_dir = directory / STATE_DIR
-        state_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if refuse_link(state_dir) and not state_dir.is_dir():
+            raise ConfigurationError(
+                f"{state_dir} is not a directory (bulkopens keeps its state there): move it "
+                "elsewhere or use another --out"
+            )
+        for name in ("lock", *DB_FILES):
+            refuse_link(state_dir / name)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            lock_fd = os.open(state_dir / "lock", flags, 0o600)
+        except OSError as exc:
+            raise write_error(exc, state_dir) from None
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -139,24 +217,35 @@ class Store:
             raise ConfigurationError(
                 f"another bulkopens run is using {directory}; wait for it or use another --out"
             ) from None
+        db: sqlite3.Connection | None = None
         try:
+            forgotten: tuple[list[str], bool] = ([], False)
             if fresh:  # only once we hold the lock: never pull the state from under a run
-                for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
+                forgotten = _outputs_of(state_dir / DB_FILES[0])
+                for name in DB_FILES:
                     (state_dir / name).unlink(missing_ok=True)
-            db = sqlite3.connect(state_dir / "state.sqlite3", check_same_thread=False)
+            db = sqlite3.connect(state_dir / DB_FILES[0], check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is enough: record files are fsynced before each commit, so losing the last
             # commit in a power cut only rolls the state back, and the files are cut back too.
             db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
             db.executescript(_SCHEMA)
-            store = cls(db, lock_fd, 0, 0)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+            if "tail" not in columns:  # a state of an older version: its rows have no hash
+                db.execute("ALTER TABLE files ADD COLUMN tail BLOB")
+            store = cls(db, lock_fd, 0, 0, state_dir)
+            store.forgotten, store.forgotten_finished = forgotten
             store._begin(fingerprint, incremental, since)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                db.close()
             os.close(lock_fd)
-            raise ConfigurationError(
-                f"the state in {state_dir} is unreadable ({exc}); use --fresh to start over"
-            ) from None
+            if isinstance(exc, OSError):
+                raise write_error(exc, state_dir) from None
+            raise state_error(exc, state_dir) from None
         except BaseException:
+            if db is not None:
+                db.close()
             os.close(lock_fd)
             raise
         return store
@@ -208,6 +297,7 @@ class Store:
 
     # -- the producer's side ---------------------------------------------------------------
 
+    @_writes
     def claim(self, ids: Sequence[str], *, since: str | None, retry_failed: bool) -> list[Claim]:
         """Decide, for each canonical id in input order, whether this attempt fetches it.
 
@@ -295,6 +385,16 @@ class Store:
         """Every record file and the length up to which it is committed."""
         return dict(self._db.execute("SELECT name, length FROM files"))
 
+    def committed_tails(self) -> dict[str, bytes]:
+        """The tail hash committed with each file's length (files that have one)."""
+        return dict(self._db.execute("SELECT name, tail FROM files WHERE tail IS NOT NULL"))
+
+    def has_finished(self) -> bool:
+        """Whether an attempt on this state ever finished (and so wrote the artifacts)."""
+        row = self._db.execute("SELECT 1 FROM runs WHERE finished_at IS NOT NULL LIMIT 1")
+        return row.fetchone() is not None
+
+    @_writes
     def commit(
         self,
         files: Sequence[FileMark],
@@ -307,8 +407,9 @@ class Store:
         """Record, in one transaction, how far each file is valid and where each contact stands."""
         db = self._db
         db.executemany(
-            "INSERT OR REPLACE INTO files (name, run, length, records) VALUES (?, ?, ?, ?)",
-            [(f.name, f.run, f.length, f.records) for f in files],
+            "INSERT OR REPLACE INTO files (name, run, length, records, tail) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(f.name, f.run, f.length, f.records, f.tail) for f in files],
         )
         db.executemany(
             "UPDATE contacts SET status = ?, cursor = ?, newest = ?, newest_seen = ?, "
@@ -343,6 +444,7 @@ class Store:
             )
         db.commit()
 
+    @_writes
     def add_invalid(self, raws: Sequence[str]) -> None:
         """Record input lines that are not ids, and commit (the planner's contacts, which never
         pass through the writer)."""
@@ -356,11 +458,13 @@ class Store:
         """The path (``contact`` or ``campaign``) the planner chose for this ``--out``, if any."""
         return self._meta("plan")
 
+    @_writes
     def save_plan(self, path: str) -> None:
         """Keep the planner's choice: resumes and incremental runs take the same path."""
         self._set_meta("plan", path)
         self._db.commit()
 
+    @_writes
     def finish(self, complete: bool) -> None:
         """Close this attempt; a complete run is what ``--incremental`` builds on next time."""
         self._db.execute(

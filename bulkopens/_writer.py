@@ -4,6 +4,11 @@ Group commit: the writer commits when its input runs dry (the commit is then fre
 least every ``commit_records`` records or ``commit_seconds`` seconds under load. A commit is
 "fsync the record files, then one sqlite transaction", run off the event loop. On cancellation
 the writer commits what it has written, shielded, so a stopped run keeps all of its work.
+
+A write or a commit that fails (a full disk) stops the run with an OutputError (exit 74).
+From then on the writer never commits again (a half-written buffer must never be committed),
+and it gives the disk back what no commit holds (:meth:`RecordFiles.abandon`), so that the
+artifacts of the attempt still fit.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from bulkopens._exceptions import ContactError
+from bulkopens._disk import write_error
+from bulkopens._exceptions import ContactError, RunStopped
 from bulkopens._files import RecordFiles
 from bulkopens._pagination import PageBatch, Work, line_hash, lines_of
 from bulkopens._state import DONE, FAILED, GONE, AsyncStore, ContactMark, FileMark
@@ -91,6 +97,7 @@ class FileSink:
         self._oldest: str | None = None
         self._newest: str | None = None
         self._last_commit = time.monotonic()
+        self._broken: RunStopped | None = None  # a write or commit failed: no more commits
 
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
         """Apply every result in order; return when every sender is closed."""
@@ -118,8 +125,13 @@ class FileSink:
                         await self.commit()
         finally:
             with anyio.CancelScope(shield=True):
-                await self.commit()
-                self._files.close()
+                try:
+                    await self.commit()
+                finally:
+                    if self._broken is None:
+                        self._files.close()
+                    else:
+                        await self._store.call(self._files.abandon)
 
     async def _receive_or_commit(self, results: MemoryObjectReceiveStream[Result]) -> Result | None:
         """The next result; or, when idle with uncommitted work, a commit (and None).
@@ -164,7 +176,12 @@ class FileSink:
             n = item.count
             if n:
                 data = item.lines if item.lines is not None else lines_of(item.records)
-                self._files.write(data, n)
+                try:
+                    self._files.write(data, n)
+                except OSError as exc:
+                    raise self._break(write_error(exc, self._files.directory)) from None
+                except RunStopped as exc:
+                    raise self._break(exc) from None
                 self._records += n
                 stats.records += n
             _merge_span(mark, item)
@@ -192,9 +209,18 @@ class FileSink:
         else:
             self._invalid.append(item.raw)
 
+    def _break(self, error: RunStopped) -> RunStopped:
+        if self._broken is None:
+            self._broken = error
+        return error
+
     async def commit(self) -> None:
-        """Make everything written so far durable, then record it in the store."""
-        if not self._dirty:
+        """Make everything written so far durable, then record it in the store.
+
+        Raises OutputError (or ConfigurationError) when the disk refuses; after that, or
+        after a failed write, it does nothing: what is past the last commit is dropped.
+        """
+        if not self._dirty or self._broken is not None:
             return
         marks, self._changed = self._changed, {}
         invalid, self._invalid = self._invalid, []
@@ -203,9 +229,16 @@ class FileSink:
         run = self._store.run
 
         def work() -> None:
-            synced = self._files.sync(self._durable)
-            files = [FileMark(name, run, length, n) for name, length, n in synced]
-            self._store.sync.commit(files, marks, invalid, records, oldest, newest)
+            try:
+                synced = self._files.sync(self._durable)
+            except OSError as exc:
+                raise self._break(write_error(exc, self._files.directory)) from None
+            files = [FileMark(name, run, length, n, tail) for name, length, n, tail in synced]
+            try:
+                self._store.sync.commit(files, marks, invalid, records, oldest, newest)
+            except RunStopped as exc:
+                raise self._break(exc) from None
+            self._files.confirm()
 
         # Shielded: once the pending work is taken, the commit must happen, even when the run
         # is being cancelled (quota, auth, Ctrl-C), or that work would be dropped uncommitted.

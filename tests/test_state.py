@@ -177,8 +177,12 @@ def test_second_process_is_refused(tmp_path: Path) -> None:
 
 def test_files_are_cut_back_and_orphans_removed(tmp_path: Path) -> None:
     (tmp_path / "opens-00001.ndjson").write_bytes(b'{"a":1}\n{"a":2}\n{"a":')
-    (tmp_path / "opens-00002.ndjson").write_bytes(b'{"b":1}\n')  # never committed
     (tmp_path / "clicks-00001.ndjson").write_bytes(b"other report\n")
+    crashed = RecordFiles(tmp_path, "opens", max_bytes=10)
+    crashed.recover({"opens-00001.ndjson": 8})
+    crashed.write(b'{"b":1}\n', 1)  # opens-00002: made by the tool, never committed
+    crashed.sync()
+    crashed.close()
     files = RecordFiles(tmp_path, "opens", max_bytes=10)
     files.recover({"opens-00001.ndjson": 8})
     assert (tmp_path / "opens-00001.ndjson").read_bytes() == b'{"a":1}\n'
@@ -187,8 +191,18 @@ def test_files_are_cut_back_and_orphans_removed(tmp_path: Path) -> None:
     files.write(b'{"c":1}\n{"c":2}\n', 2)
     files.write(b'{"c":3}\n', 1)  # over max_bytes: rotates
     marks = files.sync()
-    assert marks == [("opens-00002.ndjson", 16, 2), ("opens-00003.ndjson", 8, 1)]
+    assert [m[:3] for m in marks] == [("opens-00002.ndjson", 16, 2), ("opens-00003.ndjson", 8, 1)]
     files.close()
+
+
+def test_an_orphan_the_tool_did_not_make_is_refused_and_kept(tmp_path: Path) -> None:
+    (tmp_path / "opens-00001.ndjson").write_bytes(b'{"a":1}\n{"a":2}\n')
+    (tmp_path / "opens-00002.ndjson").write_bytes(b'{"b":1}\n')  # not the tool's
+    files = RecordFiles(tmp_path, "opens", max_bytes=10)
+    with pytest.raises(ConfigurationError, match="opens-00002.ndjson"):
+        files.recover({"opens-00001.ndjson": 8})
+    assert (tmp_path / "opens-00001.ndjson").read_bytes() == b'{"a":1}\n{"a":2}\n'
+    assert (tmp_path / "opens-00002.ndjson").read_bytes() == b'{"b":1}\n'
 
 
 def test_a_committed_file_that_shrank_is_refused(tmp_path: Path) -> None:
