@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,10 +19,14 @@ from typing import IO
 
 import anyio
 
+from bulkopens._config import parse_contact_id
 from bulkopens._exceptions import ConfigurationError
 
 _MAX_LINE = 4096  # a longer line is not an id; it is cut, reported as invalid, and skipped
 _CHUNK = 2048
+# Lines read ahead for the first valid id; past this many, the run starts anyway and reports
+# the lines that are not ids.
+_LOOK_AHEAD = 10_000
 
 
 def _open(path: str, flag: str = "--contacts") -> IO[str]:
@@ -103,6 +109,31 @@ def _unreadable_csv(source: str, line: int, why: str, noun: str) -> Configuratio
     )
 
 
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _no_ids(flag: str, label: str, noun: str, lines: list[str]) -> str:
+    """Why an input holds no id, naming what its first line looked like."""
+    if not lines:
+        return f"{flag} {label} holds no {noun} ids"
+    first = lines[0]
+    for separator in (",", ";", "\t", "|"):
+        if separator in first:
+            columns = ", ".join(repr(c.strip()[:40]) for c in first.split(separator)[:8])
+            return (
+                f"{flag} {label} holds no {noun} ids: its first line reads like a header with "
+                f"the columns {columns}; a CSV needs a {noun}_id or id column and commas"
+            )
+    return (
+        f"{flag} {label} holds no {noun} ids (its first line is {first[:40]!r}): give one "
+        f"{noun} id per line, or a CSV with a {noun}_id or id column"
+    )
+
+
 class ContactSource:
     """An async iterable of the raw ids in ``path`` (``-`` for stdin), read in a thread.
 
@@ -119,21 +150,35 @@ class ContactSource:
         self.total: int | None = None
         self._handle: IO[str] | None = None
         self._iter: Iterator[str] | None = None
-        self._first: str | None = None
+        self._first_chunk: list[str] = []
 
     def check(self) -> None:
-        """Open the source and read up to its first id. ConfigurationError if that fails."""
+        """Open the source and read ahead to its first valid id. ConfigurationError if that
+        fails: a missing or unreadable file, or one without a single id (a CSV with another
+        separator or without an id column, a spreadsheet, ...).
+
+        The input is read once, streaming: what is read ahead is handed on first. Only a
+        regular file is counted for ``total`` (by a second, cheap pass); a pipe, a FIFO or a
+        process substitution is never opened twice.
+        """
         label = "stdin" if self.path == "-" else self.path
         noun, flag = self.noun, self._flag
-        if self.path != "-":
+        self._handle = _open(self.path, flag)
+        ids = _ids(self._handle, label, noun)
+        ahead: list[str] = []
+        for raw in ids:
+            ahead.append(raw)
+            if parse_contact_id(raw) is not None or len(ahead) >= _LOOK_AHEAD:
+                break
+        found = bool(ahead) and parse_contact_id(ahead[-1]) is not None
+        if not found and len(ahead) < _LOOK_AHEAD:
+            self.close()
+            raise ConfigurationError(_no_ids(flag, label, noun, ahead))
+        self._first_chunk = ahead
+        self._iter = ids
+        if self.path != "-" and _is_regular(self.path):
             with _open(self.path, flag) as handle:
                 self.total = sum(1 for _ in _ids(handle, label, noun))
-        self._handle = _open(self.path, flag)
-        self._iter = _ids(self._handle, label, noun)
-        self._first = next(self._iter, None)
-        if self._first is None:
-            self.close()
-            raise ConfigurationError(f"{flag} {label} holds no {noun} ids")
 
     def _chunk(self) -> list[str]:
         assert self._iter is not None
@@ -144,8 +189,7 @@ class ContactSource:
         if self._iter is None:
             await anyio.to_thread.run_sync(self.check)
         try:
-            assert self._first is not None
-            yield [self._first]
+            yield self._first_chunk
             while chunk := await anyio.to_thread.run_sync(self._chunk):
                 yield chunk
         finally:

@@ -4,6 +4,7 @@ runs, after it is killed, and when done), run as a user runs them, in a subproce
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -78,3 +79,64 @@ def test_status_of_a_directory_without_state_is_a_usage_error(tmp_path: Path) ->
     assert done.returncode == 2
     assert "holds no bulkopens state" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+# -- input read once ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimProcess]:
+    with simulator("--contacts", "60", "--seed", "3", "--rate", "0", "--daily-quota", "0") as sim:
+        yield sim
+
+
+def test_a_process_substitution_is_read_once(sim: SimProcess, tmp_path: Path) -> None:
+    """The README's own simulator example: ``--contacts <(seq 1 N)``."""
+    out = tmp_path / "out"
+    script = f'"{sys.executable}" -m bulkopens fetch --contacts <(seq 1 60) --out "{out}" --quiet'
+    done = subprocess.run(
+        ["bash", "-c", script], env=sim.env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode in (0, 1), done.stderr
+    assert json.loads((out / "summary.json").read_text())["totals"]["done"] == 60
+
+
+def test_a_fifo_is_read_once(sim: SimProcess, tmp_path: Path) -> None:
+    fifo = tmp_path / "ids.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkopens", "fetch", "--contacts", str(fifo), "--out", str(out)],
+        env=sim.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with open(fifo, "w") as writer:
+        writer.write("".join(f"{i}\n" for i in range(1, 31)))
+    assert proc.wait(timeout=60) in (0, 1)
+    assert json.loads((out / "summary.json").read_text())["totals"]["done"] == 30
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"contact_id;email\n1;a@example.com\n2;b@example.com\n", "'contact_id', 'email'"),
+        (b"email\na@example.com\nb@example.com\n", "'email'"),
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00binary\n\x00\x01", "first line"),
+    ],
+    ids=["semicolon-csv", "email-column", "xlsx"],
+)
+def test_input_without_a_single_id_is_a_usage_error_that_names_what_it_saw(
+    sim: SimProcess, tmp_path: Path, content: bytes, said: str
+) -> None:
+    sim.reset_stats()
+    source = tmp_path / "input"
+    source.write_bytes(content)
+    out = tmp_path / "out"
+    done = bulkopens("fetch", "--contacts", str(source), "--out", str(out), env=sim.env())
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert sim.stats()["requests"] == 0
+    assert not out.exists()
