@@ -40,7 +40,7 @@ from bulkopens._reports import Report, Scope
 
 #: ``--campaigns sent``: every campaign the account has sent, from the campaign list.
 SENT = "sent"
-#: The campaign list's largest (and default) page (ctct-api.md §4.2).
+#: The campaign list's largest (and default) page (docs/ctct-api.md §4.2).
 LIST_PAGE_SIZE = 50
 Strategy = Literal["auto", "contact", "campaign"]
 STRATEGIES: tuple[Strategy, ...] = ("auto", "contact", "campaign")

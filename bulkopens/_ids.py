@@ -2,7 +2,7 @@
 
 Contact-tracking answers write ``campaign_id`` and ``contact_id`` as strings; campaign-tracking
 answers of the real API can write ``"campaign_id": 1100394165287`` as a JSON number
-(ctct-api.md §3.1 and §8 rule 8). Records are written with both ids as strings, whichever
+(docs/ctct-api.md §3.1 and §8 rule 8). Records are written with both ids as strings, whichever
 endpoint they came from, so the contact path and the campaign path give identical lines.
 Integers only: orjson reads a 13-digit id as an exact int, never through a float.
 """

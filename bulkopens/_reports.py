@@ -2,7 +2,7 @@
 
 A report lives under a contact (``/v2/contacts/{id}/tracking…``) or under a campaign
 (``/v2/emailmarketing/campaigns/{id}/tracking…``); its records have the same shape either way
-(ctct-api.md §3.1, §4.1). The mixed ``all`` report exists for contacts only: the campaign
+(docs/ctct-api.md §3.1, §4.1). The mixed ``all`` report exists for contacts only: the campaign
 counterpart is not in the API's documentation.
 
 The activity reports are paged. The summary reports are not: ``summary`` is one object per

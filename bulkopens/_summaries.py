@@ -5,7 +5,7 @@
 * ``summary-by-campaign`` for a contact (C9, ``…/reports/summaryByCampaign``): a bare JSON
   array, one line per element (none for a contact without activity).
 
-Neither is paged nor takes ``limit`` or ``created_since`` (ctct-api.md §3, §4.1, §8 rule 12).
+Neither is paged nor takes ``limit`` or ``created_since`` (docs/ctct-api.md §3, §4.1, §8 rule 12).
 :func:`walk_summary` stands in for :func:`bulkopens._pagination.walk`: it yields one
 :class:`PageBatch` with no next_link, so the writer writes the item's lines and marks it done
 in the same commit, as for a contact whose report fits one page. Every line names its owner:

@@ -1,6 +1,6 @@
 """The aiohttp application: one generic API handler plus the ``/_sim/`` admin endpoints.
 
-Checks run in the order the real gateway applies them (ctct-api.md §1, §7):
+Checks run in the order the real gateway applies them (docs/ctct-api.md §1, §7):
 api_key (401) -> per-key rate limit / daily quota (429 or 403) -> Bearer token (401) ->
 Accept (406) -> route (404/405) -> id and query validation (400) -> unknown id (404) ->
 injected faults (5xx, reset, truncated body) -> 200. Every API answer is delayed by the

@@ -47,7 +47,7 @@ class SimConfig:
     ``jitter_ms`` on every answer.
 
     Id types: ``numeric_campaign_ids`` writes ``campaign_id`` as a JSON number in the records
-    of the campaign-tracking reports, as the API's campaign fixtures do (ctct-api.md §3.1);
+    of the campaign-tracking reports, as the API's campaign fixtures do (docs/ctct-api.md §3.1);
     ``numeric_contact_ids`` does the same for their ``contact_id`` (not seen in the API: a
     harder test of a client's tolerance). Contact-tracking answers keep strings.
     """

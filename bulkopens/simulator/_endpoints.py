@@ -1,4 +1,4 @@
-"""The endpoint table: every simulated API path, in one place (ctct-api.md §3, §4).
+"""The endpoint table: every simulated API path, in one place (docs/ctct-api.md §3, §4).
 
 Adding an endpoint is adding one :class:`Endpoint` row. ``{id}`` marks the contact or
 campaign id segment; every path also matches with one trailing slash (the old Java SDK calls

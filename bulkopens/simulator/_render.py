@@ -1,4 +1,4 @@
-"""Records and summaries as the v2 API's JSON objects (ctct-api.md §3.1, §3 C8/C9, §4 K7).
+"""Records and summaries as the v2 API's JSON objects (docs/ctct-api.md §3.1, §3 C8/C9, §4 K7).
 
 Contract: field names, order and types follow the SDK fixtures; ``campaign_id``,
 ``contact_id`` and ``link_id`` are strings (campaign-tracking records can have numeric ids:
