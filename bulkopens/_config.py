@@ -29,10 +29,12 @@ def parse_contact_id(raw: str) -> str | None:
 
 
 def default_concurrency(rate: float) -> int:
-    """Enough requests in flight to keep ``rate`` busy through ~2 s answers, and a few spare."""
+    """Enough requests in flight to keep ``rate`` busy through answers of up to ~4 s, and a
+    few spare. A slot is taken before the pacer's grant, so more slots never mean more than
+    ``rate`` starts a second: only more connections, kept open."""
     if rate <= 0:
         return 16
-    return max(4, min(64, math.ceil(rate * 2) + 2))
+    return max(4, min(64, math.ceil(rate * 4) + 2))
 
 
 def normalise_since(text: str | None) -> str | None:

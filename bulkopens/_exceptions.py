@@ -29,6 +29,10 @@ from datetime import datetime
 
 class BulkOpensError(Exception):
     """Base class of every error bulkopens raises on purpose."""
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bulkopens._artifacts import Summary
 
 
 class RetryableError(BulkOpensError):
@@ -110,7 +114,13 @@ class RetriesExhausted(ContactError):
 
 
 class RunStopped(BulkOpensError):
-    """The run stops: committed work is kept and the same command resumes it."""
+    """The run stops: committed work is kept and the same command resumes it.
+
+    ``summary`` is the stopped call's summary (its counts, and what it wrote) when it comes
+    from ``Client.export``/``export_campaigns`` or a record stream; None otherwise.
+    """
+
+    summary: Summary | None = None
 
 
 class AuthenticationError(RunStopped):

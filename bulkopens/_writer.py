@@ -22,7 +22,7 @@ from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulkopens._disk import write_error
-from bulkopens._exceptions import ContactError, RunStopped
+from bulkopens._exceptions import ContactError, InvalidContactId, RunStopped
 from bulkopens._files import RecordFiles
 from bulkopens._pagination import PageBatch, Work, line_hash, lines_of
 from bulkopens._state import DONE, FAILED, GONE, AsyncStore, ContactMark, FileMark
@@ -269,14 +269,41 @@ def _hashes(lines: list[bytes]) -> frozenset[bytes]:
 
 class StreamSink:
     """Hands records to an in-process consumer (the async iterator), a page at a time, with
-    backpressure: the stream to the consumer holds a bounded number of pages."""
+    backpressure. With ``credits`` (the stream's read-ahead bound), a page that reaches the
+    consumer keeps the credit its request took, and the consumer gives it back when it takes
+    the page; a page without records gives it back here."""
 
     wants_lines = False
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A contact (or campaign) a stream could not fetch, or an input item that is not an id.
 
-    def __init__(self, out: ObjectSendStream[list[dict[str, Any]]], stats: Stats) -> None:
+    ``id`` is the contact's (or campaign's) id, or, for an input item that is not an id, the
+    item as given (shortened to 80 characters). ``error`` says why: ``ContactNotFound`` (404),
+    ``RetriesExhausted``, ``ForeignNextLink``, ``InvalidContactId``, ...; it carries
+    ``status`` (the HTTP status, or None) and ``error_key``.
+    """
+
+    id: str
+    error: ContactError
+
+    @property
+    def retryable(self) -> bool:
+        """Whether asking again later may succeed (a transient failure, not a 404)."""
+        return not self.error.permanent
+
+
+
+    def __init__(
+        self,
+        out: ObjectSendStream[list[dict[str, Any]]],
+        stats: Stats,
+        credits: anyio.Semaphore | None = None,
+    ) -> None:
         self._out = out
         self._stats = stats
-        self.failures: list[ContactFailed] = []
+        self._credits = credits
+        self.failures: list[Failure] = []
 
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
         async with results:
@@ -284,10 +311,16 @@ class StreamSink:
                 if isinstance(item, PageBatch):
                     if item.records:
                         await self._out.send(item.records)
-                    self._stats.records += len(item.records)
+        stats = self._stats
+                    elif self._credits is not None:
+                        self._credits.release()
+                    stats.records += len(item.records)
                     if item.next_link is None:
-                        self._stats.contacts_done += 1
+                        stats.contacts_done += 1
                 elif isinstance(item, ContactFailed):
-                    self.failures.append(item)
-                    self._stats.contacts_failed += 1
-                # invalid input is counted by the claimer (stats.contacts_invalid); nothing to do
+                    self.failures.append(Failure(item.contact_id, item.error))
+                    stats.contacts_failed += 1
+                else:  # counted by the claimer (stats.contacts_invalid)
+                    noun = "campaign" if stats.unit == "campaigns" else "contact"
+                    error = InvalidContactId(f"not a v2 {noun} id (a positive integer)")
+                    self.failures.append(Failure(item.raw, error))
