@@ -12,6 +12,13 @@ the interval by a quarter; each ``rate * 10`` grants without a throttle earn bac
 down to the configured rate. So a key that is shared, or a ``--rate`` set above what the key
 allows, settles just under the real limit instead of being rejected over and over.
 
+A grant must be the moment a request goes on the wire: a grant followed by a wait for a free
+connection lets grants pile up and go out together, over the rate. So a client's requests pass
+a :class:`Gate` first: a slot out of ``concurrency`` (never more than the connection pool has),
+then the grant, then the request, which finds a connection free; the slot is given back once
+the answer is read. The pacer of a gated fetch is ``deferred``: its ``acquire`` only marks the
+attempt, and the gate takes the grant.
+
 This replaces aiolimiter on purpose: its leaky bucket cannot be paused or re-rated, and it reads
 the event loop's clock, which makes a virtual-clock test impossible.
 """
@@ -22,6 +29,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+
+from bulkopens._log import ratelimit_log
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -43,6 +52,7 @@ class Pacer:
         "_base_interval",
         "_clean_grants",
         "_clock",
+        "_deferred",
         "_interval",
         "_lock",
         "_next_slot",
@@ -58,7 +68,9 @@ class Pacer:
         margin: float = SAFETY_MARGIN,
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
+        deferred: bool = False,
     ) -> None:
+        self._deferred = deferred
         self._base_interval = (1.0 + margin) / rate if rate > 0 else 0.0
         self._interval = self._base_interval
         self._clock = clock
@@ -75,7 +87,14 @@ class Pacer:
         return 1.0 / self._interval if self._interval else float("inf")
 
     async def acquire(self) -> None:
-        """Wait for this caller's slot. Cancellation while waiting gives the slot up."""
+        """Wait for this caller's slot. Cancellation while waiting gives the slot up.
+
+        A ``deferred`` pacer returns at once: its :class:`Gate` takes the grant at the wire."""
+        if not self._deferred:
+            await self.grant()
+
+    async def grant(self) -> None:
+        """Wait for the next evenly spaced start, and take it."""
         if not self._interval and self._paused_until <= self._clock():
             self.grants += 1  # unlimited and not paused: no lock, no wait
             return
@@ -108,7 +127,56 @@ class Pacer:
         self._clean_grants = 0
         if self._base_interval and not already_paused:
             self._interval = min(self._base_interval * MAX_SLOWDOWN, self._interval * _STRETCH)
+        if not already_paused:
+            ratelimit_log.warning(
+                "the API throttled a request: every request pauses %.1f s, then the rate is "
+                "%.2f/s, recovering gradually",
+                wait,
+                self.rate,
+            )
+        else:
+            ratelimit_log.debug(
+                "another throttle answer during the pause; pause until +%.1f s", wait
+            )
 
     def __repr__(self) -> str:
         paused = max(0.0, self._paused_until - self._clock())
         return f"<Pacer rate={self.rate:.3g}/s grants={self.grants} paused={paused:.2f}s>"
+
+
+class Gate:
+    """A client's one door to the API, shared by every call: at most ``slots`` requests in flight,
+    and each one's start granted by ``pacer`` only once it holds a slot.
+
+    ``slots`` must not exceed the connections the session can open to the API host, so that a
+    request never waits for a connection after its grant. Slots are handed out first come,
+    first served, so concurrent calls share the rate fairly.
+    """
+
+    __slots__ = ("_free", "pacer", "slots")
+
+    def __init__(self, pacer: Pacer, slots: int) -> None:
+        self.pacer = pacer
+        self.slots = max(1, slots)
+        self._free = anyio.Semaphore(self.slots, fast_acquire=True)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot now (granted or waiting for their grant)."""
+        return self.slots - self._free.value
+
+    async def enter(self) -> None:
+        """Take a slot, then the pacer's grant. Cancelled while waiting, it holds nothing."""
+        await self._free.acquire()
+        try:
+            await self.pacer.grant()
+        except BaseException:
+            self._free.release()
+            raise
+
+    def leave(self) -> None:
+        """Give the slot back: the answer has been read (or the request failed)."""
+        self._free.release()
+
+    def __repr__(self) -> str:
+        return f"<Gate slots={self.slots} in_flight={self.in_flight} {self.pacer!r}>"

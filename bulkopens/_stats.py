@@ -3,7 +3,39 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+
+# The HTTP status of the answer this task read last (set as it is counted): how the request
+# metrics hook learns the status of an answer that the transport turned into an exception.
+last_status: ContextVar[int | None] = ContextVar("bulkopens_last_status", default=None)
+
+
+class StatusCounts(dict[int, int]):
+    """Answers by HTTP status; counting one also notes it as this task's :data:`last_status`."""
+
+    def __setitem__(self, status: int, count: int) -> None:
+        last_status.set(status)
+        super().__setitem__(status, count)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMetrics:
+    """One request as the ``on_request`` hook sees it: safe to export to any metrics system.
+
+    ``path`` is the URL path only (the query, which carries the API key, is never included);
+    ``status`` the HTTP status of the answer, or None when there was none (a timeout, a reset);
+    ``seconds`` from the moment the request went on the wire to its answer read; ``waited``
+    the time it waited before that, for a slot and the pacer; ``error`` the name of the
+    exception class the answer was turned into (``ThrottledError``, ``TransientError``,
+    ``ContactNotFound``, ...), or None for a good answer.
+    """
+
+    path: str
+    status: int | None
+    seconds: float
+    waited: float
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +80,7 @@ class Stats:
     requests: int = 0
     retries: int = 0
     throttles: int = 0
-    responses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
+    responses: dict[int, int] = field(default_factory=StatusCounts)  # answers by HTTP status
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     unit: str = "contacts"

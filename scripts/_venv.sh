@@ -15,11 +15,14 @@ fi
 extra=${venv_extra:-}
 spec="$root"
 [ -n "$extra" ] && spec="$root[$extra]"
-stamp="$venv/.installed-${extra:-base}"
+stamp="$venv/.installed-${extra:-base}-compat"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+    # editable_mode=compat: a plain path entry, which a type checker follows (setuptools'
+    # default editable install is an import hook that mypy and pyright cannot see through).
     # The build backend's own notices (editable mode) are not the user's concern.
-    PYTHONWARNINGS=ignore "$venv/bin/python" -m pip install -q -e "$spec"
+    PYTHONWARNINGS=ignore "$venv/bin/python" -m pip install -q -e "$spec" \
+        --config-settings editable_mode=compat
     touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

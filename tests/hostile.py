@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -166,3 +168,132 @@ async def _ok(request: web.Request, server: Hostile) -> web.StreamResponse:
     """An honest server: every contact has three opens on one page."""
     cid = contact_of(request)
     return json_response(page_body([record(cid, n) for n in range(3)]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The library in a long-lived app (issue 12): a slow, rate-limited API and an endless contact.
+# ---------------------------------------------------------------------------------------------
+
+
+@mode("slow-limited")
+async def _slow_limited(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """The real API's per-second limit with slow answers.
+
+    At most ``state["limit"]`` (default 4) request arrivals in any sliding one-second window;
+    beyond that the answer is an immediate 429 ``throttled`` (counted in ``state["throttled"]``).
+    Admitted requests are answered after a uniform random latency of
+    ``state["latency"]`` (default 3 ± 2.5 s), seeded by ``state["seed"]``: one page of three
+    opens per contact. Every arrival counts in the window, throttled ones too.
+    """
+    import random
+
+    state = server.state
+    now = time.monotonic()
+    arrivals: list[float] = state.setdefault("arrivals", [])
+    limit = state.get("limit", 4)
+    recent = sum(1 for t in arrivals if t > now - 1.0)
+    arrivals.append(now)
+    if recent >= limit:
+        state["throttled"] = state.get("throttled", 0) + 1
+        return json_response(
+            orjson.dumps([{"error_key": "throttled", "error_message": "Too many requests"}]), 429
+        )
+    rng: random.Random = state.setdefault("rng", random.Random(state.get("seed", 12)))
+    low, high = state.get("latency", (0.5, 5.5))
+    await asyncio.sleep(rng.uniform(low, high))
+    cid = contact_of(request)
+    return json_response(page_body([record(cid, n) for n in range(3)]))
+
+
+def max_window(times: list[float], width: float = 1.0) -> int:
+    """The most arrivals in any window of ``width`` seconds (a window starts at an arrival)."""
+    times = sorted(times)
+    best, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= width:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+@mode("endless")
+async def _endless(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Every contact is heavy: full pages (``limit`` records, at most 500), each with a
+    next_link to the next one, for ever. Answers after ``state["latency"]`` seconds (default 0)."""
+    cid = contact_of(request)
+    limit = min(500, int(request.query.get("limit", "500")))
+    n = int(request.query.get("next", "0"))
+    delay = server.state.get("latency", 0.0)
+    if delay:
+        await asyncio.sleep(delay)
+    start = datetime(2024, 6, 1, tzinfo=UTC)  # newest first, one second apart: every page new
+    results = [
+        record(cid, k, date=f"{start - timedelta(seconds=k):%Y-%m-%dT%H:%M:%S}.000Z")
+        for k in range(n * limit, (n + 1) * limit)
+    ]
+    return json_response(
+        page_body(results, f"/v2/contacts/{cid}/tracking/opens?next={n + 1}&limit={limit}")
+    )
+
+
+# -- pages: loops, floods, links out of the API, records no parser round-trips -------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# The library in a long-lived app (issue 12), continued: a mixed account, and a server in a
+# process of its own (its clock and its event loop untouched by the client under test).
+# ---------------------------------------------------------------------------------------------
+
+
+@mode("mixed")
+async def _mixed(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Contacts numbered 1000 and up are endless (see ``endless``), 900 to 999 are unknown
+    (404 with the API's error body); the others have one page of three opens."""
+    number = int(contact_of(request) or 0)
+    if number >= 1000:
+        return await _endless(request, server)
+    if number >= 900:
+        body = [{"error_key": "http.status.not_found", "error_message": "Contact not found"}]
+        return json_response(orjson.dumps(body), 404)
+    return await _ok(request, server)
+
+
+_SERVER_SCRIPT = str(Path(__file__).with_name("hostile_server.py"))
+
+
+class HostileProcess:
+    """``Hostile(mode)`` in a child process, for tests that count request starts per second:
+    in a thread of the test's own process, the server's arrival times would carry the
+    client's pauses (the GIL, its event loop) as jitter.
+
+    ``state`` seeds ``server.state`` (JSON values). On exit, ``arrivals`` holds the arrival
+    times (seconds, the child's monotonic clock) and ``state`` the mode's counters.
+    """
+
+    def __init__(self, mode_name: str, state: dict[str, Any] | None = None) -> None:
+        self.mode = mode_name
+        self.url = ""
+        self.arrivals: list[float] = []
+        self.state: dict[str, Any] = dict(state or {})
+        self._proc: Any = None
+
+    def __enter__(self) -> HostileProcess:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, _SERVER_SCRIPT, self.mode, orjson.dumps(self.state).decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.url = self._proc.stdout.readline().decode().strip()
+        if not self.url.startswith("http://"):
+            self._proc.kill()
+            raise RuntimeError(f"the {self.mode} server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        out, _ = self._proc.communicate(timeout=30)  # closing stdin stops the server
+        report = orjson.loads(out)
+        self.arrivals = report["arrivals"]
+        self.state.update(report["state"])
