@@ -139,16 +139,15 @@ def prepare_outputs(out: Path, store: Store, files: RecordFiles, fresh: bool) ->
     that the state does not account for; OutputError when the disk fails.
     """
     try:
+        for name in ARTIFACTS:  # before any request, not when the artifacts are written
+            refuse_link(out / name)
+            refuse_link(out / (name + ".tmp"))
         if fresh:
             remove_outputs(out, store)
-        if not store.has_finished():
-            foreign = [name for name in ARTIFACTS if refuse_link(out / name)]
-            if foreign:
-                raise ConfigurationError(
-                    f"{out} holds {', '.join(foreign)}, which no bulkopens run in it wrote; "
-                    "bulkopens never overwrites them: move them elsewhere, or use another --out"
-                )
-        files.recover(store.committed_files(), store.committed_tails())
+        foreign: list[str] = []
+        if not store.has_finished():  # artifacts in --out, yet no attempt here wrote them
+            foreign = [name for name in ARTIFACTS if (out / name).exists()]
+        files.recover(store.committed_files(), store.committed_tails(), foreign)
     except OSError as exc:
         raise write_error(exc, out) from None
 

@@ -35,6 +35,7 @@ _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
 _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
 
 RESUME = "committed work is kept"
+_NEARLY_FULL = 64 * 1024  # bytes free under which an I/O error is taken for a full disk
 
 
 def link_refused(path: Path) -> ConfigurationError:
@@ -119,6 +120,8 @@ def state_error(exc: sqlite3.Error, state_dir: Path) -> RunStopped:
     a full disk or a read-only directory never is (``--fresh`` would delete every file).
     """
     code = _sqlite_code(exc)
+    if code == _SQLITE_IOERR and _full(state_dir):
+        code = _SQLITE_FULL  # SQLite says "disk I/O error" when a full tmpfs refuses its shm
     if code == _SQLITE_FULL:
         return OutputError(
             f"cannot write the state in {state_dir}: no space left on device; {RESUME}: "
@@ -140,6 +143,15 @@ def state_error(exc: sqlite3.Error, state_dir: Path) -> RunStopped:
             f"cannot write the state in {state_dir} ({exc}); make it writable or use another --out"
         )
     return ConfigurationError(f"cannot use the state in {state_dir} ({exc})")
+
+
+def _full(path: Path) -> bool:
+    """Whether the filesystem of ``path`` has (next to) no space left for us."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < _NEARLY_FULL
 
 
 def _sqlite_code(exc: sqlite3.Error) -> int | None:

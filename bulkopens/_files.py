@@ -43,6 +43,7 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,12 @@ class RecordFiles:
 
     # -- resume ----------------------------------------------------------------------------
 
-    def recover(self, committed: dict[str, int], tails: dict[str, bytes] | None = None) -> None:
+    def recover(
+        self,
+        committed: dict[str, int],
+        tails: dict[str, bytes] | None = None,
+        foreign: Sequence[str] = (),
+    ) -> None:
         """Cut every committed file back to its committed length, delete the files this tool
         made after its last commit, and refuse anything else.
 
@@ -121,7 +127,8 @@ class RecordFiles:
         files committed by an older version: then only the size is checked). Everything is
         checked before anything is changed. Raises ConfigurationError when a committed file is
         missing, shorter than committed, a link, or changed (its tail hash differs), or when a
-        ``{report}-NNNNN.ndjson`` is neither committed nor provably made by this tool.
+        ``{report}-NNNNN.ndjson`` is neither committed nor provably made by this tool; the
+        names in ``foreign`` (other files in the way, found by the caller) are refused with them.
         """
         tails = tails or {}
         self._prepare_staging()
@@ -142,6 +149,7 @@ class RecordFiles:
             for p in self._dir.iterdir()
             if self._pattern.fullmatch(p.name) and p.name not in committed and p not in vouched
         )
+        unknown += foreign
         if unknown:
             listed = ", ".join(unknown[:_LISTED])
             more = f" and {len(unknown) - _LISTED} more" if len(unknown) > _LISTED else ""

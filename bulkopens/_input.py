@@ -91,10 +91,11 @@ def _ids(handle: IO[str], source: str, noun: str = "contact") -> Iterator[str]:
         return
     rows = csv.reader(lines)
     while True:
+        start = where[0] + 1  # where the next row starts (give or take a blank line)
         try:
             row = next(rows, None)
         except csv.Error as exc:
-            raise _unreadable_csv(source, where[0], str(exc), noun) from None
+            raise _unreadable_csv(source, start, str(exc), noun) from None
         if where[1]:
             raise _unreadable_csv(source, where[1], f"over {_MAX_LINE:,} characters", noun)
         if row is None:

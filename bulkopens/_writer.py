@@ -100,9 +100,14 @@ class FileSink:
         self._broken: RunStopped | None = None  # a write or commit failed: no more commits
 
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
-        """Apply every result in order; return when every sender is closed."""
-        try:
-            async with results:
+        """Apply every result in order; return when every sender is closed.
+
+        ``results`` stays open until the last commit is done, and is closed with no await
+        after it: a failed write raised from here reaches the pipeline (which cancels the
+        workers) before any worker can find the stream closed under it.
+        """
+        async with results:
+            try:
                 while True:
                     item: Result | None
                     try:
@@ -123,15 +128,15 @@ class FileSink:
                         time.monotonic() - self._last_commit >= self._commit_seconds and self._dirty
                     ):
                         await self.commit()
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.commit()
-                finally:
-                    if self._broken is None:
-                        self._files.close()
-                    else:
-                        await self._store.call(self._files.abandon)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.commit()
+                    finally:
+                        if self._broken is None:
+                            self._files.close()
+                        else:
+                            await self._store.call(self._files.abandon)
 
     async def _receive_or_commit(self, results: MemoryObjectReceiveStream[Result]) -> Result | None:
         """The next result; or, when idle with uncommitted work, a commit (and None).
