@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import signal
@@ -21,7 +22,15 @@ from bulkopens import __version__
 from bulkopens._artifacts import Summary
 from bulkopens._campaigns import SENT, STRATEGIES, Plan
 from bulkopens._client import Client
-from bulkopens._config import DEFAULT_BASE_URL, DEFAULT_RATE, MAX_PAGE_SIZE, normalise_since
+from bulkopens._config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_PAGE_BYTES,
+    DEFAULT_RATE,
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_PAGE_SIZE,
+    MIN_PAGE_BYTES,
+    normalise_since,
+)
 from bulkopens._exceptions import (
     AuthenticationError,
     BulkOpensError,
@@ -29,18 +38,23 @@ from bulkopens._exceptions import (
     OutputError,
     QuotaExhausted,
     RunStopped,
+    ServiceUnavailable,
 )
 from bulkopens._input import ContactSource
 from bulkopens._jobs import Job
 from bulkopens._progress import ProgressReporter, describe, guard_stderr
-from bulkopens._redact import Redactor
+from bulkopens._redact import Redactor, printable
 from bulkopens._reports import REPORTS
+
+# The real API's hosts (v2 and v3): no unpaced run is sent there.
+_PRODUCTION_HOSTS = ("api.constantcontact.com", "api.cc.email")
 
 EXIT_OK = 0
 EXIT_FAILED_CONTACTS = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_QUOTA = 4
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
 EXIT_INTERNAL = 70
 EXIT_OUTPUT = 74  # sysexits EX_IOERR: the disk is full or failing; committed work is kept
 EXIT_INTERRUPTED = 130
@@ -64,6 +78,8 @@ exit codes:
   2    usage or configuration error; nothing fetched
   3    authentication failed; the run stopped and can be resumed
   4    the daily quota is exhausted; resume after 00:00 UTC
+  69   the API cannot be used (host unreachable, not the API, failing or throttling
+       every request); the run stopped and can be resumed
   74   the output cannot be written (disk full, over quota, I/O error); committed work
        is kept: free space and run the same command again
   130  interrupted (Ctrl-C, SIGTERM, SIGHUP); the run can be resumed
@@ -121,6 +137,7 @@ _positive_int = _bounded(int, 1)
 _non_negative_int = _bounded(int, 0)
 _positive_float = _bounded(float, 0, low_open=True)
 _page_size = _bounded(int, 1, MAX_PAGE_SIZE)
+_page_bytes = _bounded(int, MIN_PAGE_BYTES)
 _rate = _bounded(float, 0)
 
 
@@ -164,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--contacts", type=_positive_int, default=2000, help="simulated contacts")
     demo.add_argument("--seed", type=int, default=7, help="simulator seed (default: 7)")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
+
+    status = commands.add_parser(
+        "status",
+        help="show what an --out directory holds, even while a job is writing it",
+        description="Read the state of an --out directory without disturbing a running job: "
+        "the run and attempt, contacts (or campaigns) done, in progress and failed, records, "
+        "files, the last commit, and whether a process is running on it. Exit 0, or 2 when "
+        "the directory holds no bulkopens state.",
+    )
+    status.add_argument("out", metavar="OUT", help="the --out directory of a fetch")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
 
     from bulkopens.simulator import _cli as simulator_cli
 
@@ -286,6 +314,23 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         metavar="N",
         help="retries per request after a 5xx, reset or timeout (default: 6)",
     )
+    speed.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="the most one request may take, connect to last byte; then it is retried like a "
+        f"timeout (default: {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    speed.add_argument(
+        "--max-page-bytes",
+        type=_page_bytes,
+        default=DEFAULT_MAX_PAGE_BYTES,
+        metavar="N",
+        help="the most bytes one answer may have, after decompression; a larger one fails its "
+        f"contact, which the next run retries (default: {DEFAULT_MAX_PAGE_BYTES} = 8 MiB, about "
+        "100 times a full 500-record page)",
+    )
 
     output = fetch.add_argument_group("output")
     output.add_argument(
@@ -328,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bulkopens.simulator import _cli as simulator_cli
 
             return simulator_cli.run(args)
+        if args.command == "status":
+            return run_status(args)
         if args.command == "demo":
             from bulkopens._demo import run_demo
 
@@ -342,6 +389,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stderr.close()
         return EXIT_INTERRUPTED
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """``bulkopens status OUT``: the state of an output directory; exit 0, or 2 without one."""
+    from pathlib import Path
+
+    from bulkopens._status import describe_status, read_status
+
+    try:
+        status = read_status(Path(args.out))
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, printable(str(exc)))
+    if args.json:
+        print(json.dumps(status, indent=None, sort_keys=True))
+    else:
+        print(describe_status(status))
+    return EXIT_OK
 
 
 def _secret(flag: str | None, env: str) -> str:
@@ -369,18 +433,26 @@ def run_fetch(
     api_key = _secret(args.api_key, "CTCT_API_KEY")
     token = _secret(args.token, "CTCT_ACCESS_TOKEN")
     redact = Redactor(api_key, token)
-    usage = _mode_error(args)
+    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
+    usage = _mode_error(args) or _rate_error(args.rate, base_url)
     if usage is not None:
         return _fail(EXIT_USAGE, usage)
+    if args.since is not None and args.since > _now_stamp() and not args.quiet:
+        print(
+            f"bulkopens: warning: --since {args.since} is in the future: nothing can match yet",
+            file=sys.stderr,
+        )
     try:
         client = Client(
             api_key,
             token,
-            base_url=args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=base_url,
             rate=args.rate,
             concurrency=args.concurrency,
             page_size=args.page_size,
             max_retries=args.max_retries,
+            request_timeout=args.request_timeout,
+            max_page_bytes=args.max_page_bytes,
             on_progress=None
             if args.quiet
             else ProgressReporter(live=sys.stderr.isatty(), log_every=args.log_interval),
@@ -427,8 +499,42 @@ def run_fetch(
     if not args.quiet:
         print(describe(summary), file=sys.stderr)
     totals = summary.totals
-    failed = totals.get("failed", 0) + totals.get("failed_for_good", 0) + totals.get("invalid", 0)
-    return EXIT_FAILED_CONTACTS if failed else EXIT_OK
+    failed = totals.get("failed", 0) + totals.get("failed_for_good", 0)
+    invalid = totals.get("invalid", 0)
+    if args.quiet and (failed or invalid):
+        # --quiet hides progress and the summary, never a failure: one line says where to look.
+        said = [f"{failed:,} {summary.unit} failed"] if failed else []
+        said += (
+            [f"{invalid:,} input line{'s' if invalid != 1 else ''} not an id"] if invalid else []
+        )
+        where = os.path.join(args.out, "errors.ndjson")
+        print(f"bulkopens: {', '.join(said)}: see {where}", file=sys.stderr)
+    return EXIT_FAILED_CONTACTS if failed or invalid else EXIT_OK
+
+
+def _rate_error(rate: float, base_url: str) -> str | None:
+    """--rate 0 (no pacing) is for simulators: against the real API it would overrun the key."""
+    if rate == 0 and _host_of(base_url) in _PRODUCTION_HOSTS:
+        return (
+            "--rate 0 (no limit) is for simulators; the API allows 4 requests a second "
+            "(10 for a partner key): give --rate 4 or 10"
+        )
+    return None
+
+
+def _host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return ""
+
+
+def _now_stamp() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _mode_error(args: argparse.Namespace) -> str | None:
@@ -558,9 +664,16 @@ def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
         return _fail(EXIT_AUTH, redact(str(exc)) + "; fix it and run the same command to resume")
     if isinstance(exc, OutputError):
         return _fail(EXIT_OUTPUT, redact(str(exc)))  # the message says what to do next
+    if isinstance(exc, ServiceUnavailable):
+        return _fail(
+            EXIT_UNAVAILABLE,
+            redact(str(exc)) + "; the run stopped: run the same command again to resume",
+        )
     return _fail(EXIT_USAGE, redact(str(exc)))
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"bulkopens: error: {message}", file=sys.stderr)
+    # One line, whatever the message holds: a control sequence a server slipped into it
+    # cannot clear the screen, write the clipboard or forge a line of its own.
+    print(f"bulkopens: error: {printable(message)}", file=sys.stderr)
     return code

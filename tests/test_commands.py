@@ -140,3 +140,46 @@ def test_input_without_a_single_id_is_a_usage_error_that_names_what_it_saw(
     assert done.stderr.count("\n") == 1
     assert sim.stats()["requests"] == 0
     assert not out.exists()
+
+
+# -- no trap in the nightly job ---------------------------------------------------------------
+
+
+def test_quiet_still_says_that_contacts_failed_in_one_line(sim: SimProcess, tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("1\n2\n61\n62\n63\nnot-an-id\n")
+    out = tmp_path / "out"
+    done = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(out), "--rate", "0", "--quiet",
+        env=sim.env(),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"bulkopens: 3 contacts failed, 1 input line not an id: see {out}/errors.ndjson\n"
+    )
+
+
+@pytest.mark.parametrize("url", ["https://api.constantcontact.com", "https://API.cc.email/"])
+def test_rate_zero_is_refused_against_the_real_api(url: str, tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTCT_")}
+    env.update(CTCT_API_KEY="k" * 12, CTCT_ACCESS_TOKEN="t" * 12)
+    done = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"), "--rate", "0",
+        "--base-url", url, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--rate 0" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_since_in_the_future_is_warned_about(sim: SimProcess, tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("1\n")
+    done = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"), "--rate", "0",
+        "--since", "2999-01-01", env=sim.env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "warning: --since 2999-01-01T00:00:00.000Z is in the future" in done.stderr
