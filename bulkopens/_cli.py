@@ -261,6 +261,12 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         action="store_true",
         help="delete the state and files of earlier runs in --out and start over",
     )
+    what.add_argument(
+        "--plan",
+        action="store_true",
+        help="with --contacts: print what each path would cost (the --strategy auto estimate) "
+        "and exit, fetching no record and leaving --out untouched",
+    )
 
     api = fetch.add_argument_group("API access")
     api.add_argument(
@@ -468,6 +474,8 @@ def run_fetch(
             source.check()
     except ConfigurationError as exc:
         return _fail(EXIT_USAGE, redact(str(exc)))
+    if args.plan:
+        return _plan_only(client, source, args, loop_options, redact)
     if banner and not args.quiet:
         print(banner, file=sys.stderr)
     try:
@@ -512,6 +520,32 @@ def run_fetch(
     return EXIT_FAILED_CONTACTS if failed or invalid else EXIT_OK
 
 
+def _plan_only(
+    client: Client,
+    source: ContactSource | None,
+    args: argparse.Namespace,
+    loop_options: dict[str, bool],
+    redact: Redactor,
+) -> int:
+    """``fetch --plan``: the planner's estimate on stdout; no record fetched, --out untouched."""
+    assert source is not None
+
+    async def plan() -> Plan:
+        async with client:
+            return await client.plan(source, report=args.report, strategy=args.strategy or "auto")
+
+    try:
+        estimate = anyio.run(plan, backend_options=loop_options)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except RunStopped as exc:
+        return _stopped(exc, redact, args.quiet)
+    finally:
+        source.close()
+    print(estimate.describe())
+    return EXIT_OK
+
+
 def _rate_error(rate: float, base_url: str) -> str | None:
     """--rate 0 (no pacing) is for simulators: against the real API it would overrun the key."""
     if rate == 0 and _host_of(base_url) in _PRODUCTION_HOSTS:
@@ -542,6 +576,11 @@ def _mode_error(args: argparse.Namespace) -> str | None:
     CLI's own flag rule, then the library's rules (:meth:`Job.check`), before any request."""
     if args.campaigns is not None and args.strategy is not None:
         return "--strategy is for contact reports (--contacts), not --campaigns"
+    if args.campaigns is not None and getattr(args, "plan", False):
+        return (
+            "--plan is for contact reports (--contacts): it compares the contact path with "
+            "the campaign path"
+        )
     job = Job("contact", (), args.strategy or "contact")
     if args.campaigns is not None:
         job = Job("campaign", ())

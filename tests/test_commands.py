@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,3 +184,25 @@ def test_a_since_in_the_future_is_warned_about(sim: SimProcess, tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "warning: --since 2999-01-01T00:00:00.000Z is in the future" in done.stderr
+
+
+def test_plan_prints_the_estimate_and_fetches_no_record(sim: SimProcess, tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("".join(f"{i}\n" for i in range(1, 61)))
+    out = tmp_path / "out"
+    sim.reset_stats()
+    done = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(out), "--rate", "0", "--plan",
+        env=sim.env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "plan for the opens of 60 contacts" in done.stdout
+    assert "chosen:" in done.stdout
+    assert not out.exists()
+    spent = re.search(r"([\d,]+) requests? spent planning", done.stdout)
+    assert spent is not None, done.stdout
+    # Every request was the planner's (the campaign list, the summaries): no report page.
+    assert sim.stats()["requests"] == int(spent.group(1).replace(",", ""))
+    refused = bulkopens("fetch", "--campaigns", "sent", "--out", str(out), "--plan", env=sim.env())
+    assert refused.returncode == 2
+    assert "--plan is for contact reports" in refused.stderr
