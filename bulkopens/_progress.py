@@ -16,6 +16,13 @@ from bulkopens._stats import Progress
 _WINDOW = 15.0  # seconds of history behind the request rate and the ETA
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 retry``, ``2 retries``: a count and its noun, with thousands separators."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n:,} {many or word + 's'}"
+
+
 def duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -49,7 +56,7 @@ class ProgressReporter:
         while len(self._history) > 2 and now - self._history[0][0] > _WINDOW:
             self._history.popleft()
         if self._live:
-            self._draw(self.line(p))
+            self._draw(self.line(p, width=_columns(self._out) - 1))
             if p.finished:
                 self._draw("")
         elif now - self._last_log >= self._log_every and not p.finished:
@@ -80,25 +87,40 @@ class ProgressReporter:
         rate = min(self.request_rate() or p.rate, p.rate)
         return remaining * per_contact / rate if rate > 0 else math.nan
 
-    def line(self, p: Progress) -> str:
+    def line(self, p: Progress, width: int | None = None) -> str:
+        """The progress line; with ``width``, only the parts that fit, most telling first
+        (a live line that wraps would scroll the terminal at every redraw)."""
         done = f"{p.contacts_finished:,}"
         if p.contacts_total:
             pct = 100.0 * min(1.0, (p.contacts_finished + p.contacts_invalid) / p.contacts_total)
             done += f"/{p.contacts_total:,} {p.unit} ({pct:.1f}%)"
         else:
             done += f" {p.unit}"
-        parts = [
-            done,
-            f"{p.records:,} records",
-            f"{self.request_rate():.1f} req/s",
-            f"{p.retries:,} retries",
-            f"{p.throttles:,} throttles",
-        ]
-        if p.contacts_failed:
-            parts.append(f"{p.contacts_failed:,} failed")
+        parts = [done]
         if p.contacts_total:
             parts.append(f"ETA {duration(self.eta(p))}")
-        return " | ".join(parts)
+        parts += [plural(p.records, "record"), f"{self.request_rate():.1f} req/s"]
+        if p.contacts_failed:
+            parts.append(f"{p.contacts_failed:,} failed")
+        if p.contacts_skipped:
+            parts.append(f"{p.contacts_skipped:,} done earlier")
+        parts += [plural(p.retries, "retry", "retries"), plural(p.throttles, "throttle")]
+        if width is None:
+            return " | ".join(parts)
+        line = parts[0][: max(width, 1)]
+        for part in parts[1:]:
+            if len(line) + 3 + len(part) > width:
+                break
+            line += " | " + part
+        return line
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal behind ``stream`` (80 if it cannot tell)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def describe(summary: Summary) -> str:
@@ -112,8 +134,8 @@ def describe(summary: Summary) -> str:
         f" (run {summary.run}, attempt {summary.attempt})",
         f"  {unit + ':':<9} {summary.contacts_done:,} fetched now, {summary.contacts_skipped:,}"
         f" already done or skipped, {failed:,} failed, {invalid:,} invalid ids skipped",
-        f"  records:  {summary.records:,} written now, {summary.requests:,} requests,"
-        f" {summary.retries:,} retries, {summary.throttles:,} throttles",
+        f"  records:  {summary.records:,} written now, {plural(summary.requests, 'request')},"
+        f" {plural(summary.retries, 'retry', 'retries')}, {plural(summary.throttles, 'throttle')}",
     ]
     if summary.files:
         lines.append(f"  files:    {', '.join(summary.files)} in {summary.out_dir}")
