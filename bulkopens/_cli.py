@@ -25,6 +25,7 @@ from bulkopens._client import Client
 from bulkopens._config import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PAGE_BYTES,
+    DEFAULT_MAX_PAGES,
     DEFAULT_RATE,
     DEFAULT_REQUEST_TIMEOUT,
     MAX_PAGE_SIZE,
@@ -42,7 +43,7 @@ from bulkopens._exceptions import (
 )
 from bulkopens._input import ContactSource
 from bulkopens._jobs import Job
-from bulkopens._progress import ProgressReporter, describe, guard_stderr
+from bulkopens._progress import Console, ProgressReporter, describe, guard_stderr
 from bulkopens._redact import Redactor, printable
 from bulkopens._reports import REPORTS
 
@@ -205,6 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ENV_PREFIX = "BULKOPENS_"
+
+
+def _env(name: str, default: Any) -> Any:
+    """An option's default: ``$BULKOPENS_<NAME>`` when set (as text, so argparse checks it with
+    the option's own type, as if it were given on the command line), else ``default``."""
+    value = os.environ.get(ENV_PREFIX + name, "").strip()
+    return value if value else default
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(ENV_PREFIX + name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_help(name: str) -> str:
+    return f" [env: {ENV_PREFIX}{name}]"
+
+
 def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     what = fetch.add_argument_group("what to fetch")
     whose = what.add_mutually_exclusive_group(required=True)
@@ -287,67 +306,99 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     speed.add_argument(
         "--rate",
         type=_rate,
-        default=DEFAULT_RATE,
+        default=_env("RATE", DEFAULT_RATE),
         metavar="R",
         help="requests per second for the whole run (default: 4, a standard key; "
-        "10 for a partner key; 0 = no limit, for simulators only)",
+        "10 for a partner key; 0 = no limit, for simulators only)" + _env_help("RATE"),
     )
     speed.add_argument(
         "--concurrency",
         type=_positive_int,
+        default=_env("CONCURRENCY", None),
         metavar="N",
-        help="requests in flight at most (default: enough to keep --rate busy)",
+        help="requests in flight at most (default: enough to keep --rate busy)"
+        + _env_help("CONCURRENCY"),
     )
     speed.add_argument(
         "--page-size",
         type=_page_size,
-        default=MAX_PAGE_SIZE,
+        default=_env("PAGE_SIZE", MAX_PAGE_SIZE),
         metavar="N",
-        help="records per page, sent as limit, 1..500 (default: 500)",
+        help="records per page, sent as limit, 1..500 (default: 500)" + _env_help("PAGE_SIZE"),
     )
     speed.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
-        default="auto",
+        default=_env("EVENT_LOOP", "auto"),
         help="the event loop: uvloop (about 20%% less CPU per page; pip install "
         "'bulkopens[uvloop]') or asyncio's own; auto takes uvloop when it is installed "
-        "(default: auto)",
+        "(default: auto)" + _env_help("EVENT_LOOP"),
     )
     speed.add_argument(
         "--max-retries",
         type=_non_negative_int,
-        default=6,
+        default=_env("MAX_RETRIES", 6),
         metavar="N",
-        help="retries per request after a 5xx, reset or timeout (default: 6)",
+        help="retries per request after a 5xx, reset or timeout (default: 6)"
+        + _env_help("MAX_RETRIES"),
     )
     speed.add_argument(
         "--request-timeout",
         type=_positive_float,
-        default=DEFAULT_REQUEST_TIMEOUT,
+        default=_env("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
         metavar="SECONDS",
         help="the most one request may take, connect to last byte; then it is retried like a "
-        f"timeout (default: {DEFAULT_REQUEST_TIMEOUT:g})",
+        f"timeout (default: {DEFAULT_REQUEST_TIMEOUT:g})" + _env_help("REQUEST_TIMEOUT"),
     )
     speed.add_argument(
         "--max-page-bytes",
         type=_page_bytes,
-        default=DEFAULT_MAX_PAGE_BYTES,
+        default=_env("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
         metavar="N",
         help="the most bytes one answer may have, after decompression; a larger one fails its "
         f"contact, which the next run retries (default: {DEFAULT_MAX_PAGE_BYTES} = 8 MiB, about "
-        "100 times a full 500-record page)",
+        "100 times a full 500-record page)" + _env_help("MAX_PAGE_BYTES"),
+    )
+    speed.add_argument(
+        "--max-pages",
+        type=_positive_int,
+        default=_env("MAX_PAGES", DEFAULT_MAX_PAGES),
+        metavar="N",
+        help="the most pages one contact's (or campaign's) report may take; past it the item "
+        f"fails, and --retry-failed goes on from there (default: {DEFAULT_MAX_PAGES:,}, "
+        "5 million records at 500 a page)" + _env_help("MAX_PAGES"),
     )
 
     output = fetch.add_argument_group("output")
     output.add_argument(
-        "--quiet", action="store_true", help="no progress display, no log lines, no summary"
+        "--quiet",
+        action="store_true",
+        default=_env_flag("QUIET"),
+        help="no progress display, no log lines, no summary; a failure still prints one line"
+        + _env_help("QUIET"),
     )
     output.add_argument(
         "--log-interval",
         type=_positive_float,
-        default=10.0,
+        default=_env("LOG_INTERVAL", 10.0),
         metavar="SECONDS",
-        help="seconds between progress log lines when stderr is not a terminal (default: 10)",
+        help="seconds between progress log lines when stderr is not a terminal (default: 10)"
+        + _env_help("LOG_INTERVAL"),
+    )
+    output.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("LOG_FORMAT", "text"),
+        help="text (default), or json: one JSON object per line (time, level, event, message "
+        "and the event's fields: progress, plan, summary, warning, error), for log collectors"
+        + _env_help("LOG_FORMAT"),
+    )
+    output.add_argument(
+        "--log-file",
+        metavar="PATH",
+        default=_env("LOG_FILE", None),
+        help="append progress, the plan and the summary to this file instead of stderr "
+        "(errors and warnings still reach stderr too)" + _env_help("LOG_FILE"),
     )
 
 
@@ -439,14 +490,25 @@ def run_fetch(
     api_key = _secret(args.api_key, "CTCT_API_KEY")
     token = _secret(args.token, "CTCT_ACCESS_TOKEN")
     redact = Redactor(api_key, token)
+    global _console
+    try:
+        for name, choices in (("log_format", ("text", "json")), ("event_loop", EVENT_LOOPS)):
+            if getattr(args, name) not in choices:  # from the environment: argparse took it
+                raise ConfigurationError(
+                    f"${ENV_PREFIX}{name.upper()} must be one of {', '.join(choices)}"
+                )
+        console = _console = Console(fmt=args.log_format, path=args.log_file)
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, str(exc))
     base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
     usage = _mode_error(args) or _rate_error(args.rate, base_url)
     if usage is not None:
         return _fail(EXIT_USAGE, usage)
     if args.since is not None and args.since > _now_stamp() and not args.quiet:
-        print(
+        console.emit(
+            "warning",
             f"bulkopens: warning: --since {args.since} is in the future: nothing can match yet",
-            file=sys.stderr,
+            level="warning",
         )
     try:
         client = Client(
@@ -459,9 +521,10 @@ def run_fetch(
             max_retries=args.max_retries,
             request_timeout=args.request_timeout,
             max_page_bytes=args.max_page_bytes,
+            max_pages=args.max_pages,
             on_progress=None
             if args.quiet
-            else ProgressReporter(live=sys.stderr.isatty(), log_every=args.log_interval),
+            else ProgressReporter(live=console.live, log_every=args.log_interval, console=console),
             on_plan=None if args.quiet else _print_plan,
         )
         loop_options = event_loop_options(args.event_loop)
@@ -477,7 +540,7 @@ def run_fetch(
     if args.plan:
         return _plan_only(client, source, args, loop_options, redact)
     if banner and not args.quiet:
-        print(banner, file=sys.stderr)
+        console.emit("start", banner)
     try:
         try:
             summary = anyio.run(_fetch, client, source, args, around, backend_options=loop_options)
@@ -486,7 +549,11 @@ def run_fetch(
             for signum in STOP_SIGNALS:
                 signal.signal(signum, _exit_interrupted)
     except KeyboardInterrupt:
-        print("bulkopens: interrupted; run the same command again to resume", file=sys.stderr)
+        console.emit(
+            "stopped",
+            "bulkopens: interrupted; run the same command again to resume",
+            level="warning",
+        )
         return EXIT_INTERRUPTED
     except RunStopped as exc:
         return _stopped(exc, redact, args.quiet)
@@ -498,14 +565,15 @@ def run_fetch(
         if source is not None:
             source.close()
     if summary is None:
-        print(
+        console.emit(
+            "stopped",
             "bulkopens: interrupted; committed what was written. Run the same command "
             "again to resume.",
-            file=sys.stderr,
+            level="warning",
         )
         return EXIT_INTERRUPTED
     if not args.quiet:
-        print(describe(summary), file=sys.stderr)
+        console.emit("summary", describe(summary), summary=summary.to_json())
     totals = summary.totals
     failed = totals.get("failed", 0) + totals.get("failed_for_good", 0)
     invalid = totals.get("invalid", 0)
@@ -516,7 +584,7 @@ def run_fetch(
             [f"{invalid:,} input line{'s' if invalid != 1 else ''} not an id"] if invalid else []
         )
         where = os.path.join(args.out, "errors.ndjson")
-        print(f"bulkopens: {', '.join(said)}: see {where}", file=sys.stderr)
+        console.emit("failures", f"bulkopens: {', '.join(said)}: see {where}", level="warning")
     return EXIT_FAILED_CONTACTS if failed or invalid else EXIT_OK
 
 
@@ -592,7 +660,7 @@ def _mode_error(args: argparse.Namespace) -> str | None:
 
 
 def _print_plan(plan: Plan) -> None:
-    print(plan.describe(), file=sys.stderr, flush=True)
+    _output().emit("plan", plan.describe(), plan=plan.to_json())
 
 
 async def _fetch(
@@ -696,7 +764,7 @@ def _exit_interrupted(_signum: int, _frame: object) -> None:
 def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
     summary: Any = getattr(exc, "summary", None)
     if summary is not None and not quiet:
-        print(describe(summary), file=sys.stderr)
+        _output().emit("summary", describe(summary), summary=summary.to_json())
     if isinstance(exc, QuotaExhausted):
         return _fail(EXIT_QUOTA, redact(str(exc)) + "; run the same command again after the reset")
     if isinstance(exc, AuthenticationError):
@@ -711,8 +779,22 @@ def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
     return _fail(EXIT_USAGE, redact(str(exc)))
 
 
+#: Where the fetch command's words go (``--log-format``, ``--log-file``); text on stderr until
+#: ``run_fetch`` sets it.
+_console: Console | None = None
+
+
+def _output() -> Console:
+    global _console
+    if _console is None:
+        _console = Console()
+    return _console
+
+
 def _fail(code: int, message: str) -> int:
     # One line, whatever the message holds: a control sequence a server slipped into it
     # cannot clear the screen, write the clipboard or forge a line of its own.
-    print(f"bulkopens: error: {printable(message)}", file=sys.stderr)
+    _output().emit(
+        "error", f"bulkopens: error: {printable(message)}", level="error", exit_code=code
+    )
     return code

@@ -1,24 +1,41 @@
-"""The library API: an async context-managed client with iterators, exports and the planner."""
+"""The library API: a client with iterators, exports and the planner, for long-lived apps.
+
+One client is one budget: every call made through it (iterators, exports, plans, at once)
+shares one :class:`~bulkopens._ratelimit.Gate`: ``concurrency`` requests in flight and
+``rate`` starts a second. An iterator runs in a task of its own, started at its first
+``anext`` and stopped when it is closed, exhausted, or dropped (garbage-collected); the
+client keeps no task group, so it can be entered in one task and closed in another.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import dataclasses
 import os
-import tempfile
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sized
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Literal, Self, TypeVar, cast, overload
 
 import aiohttp
 import anyio
-from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
-from bulkopens._campaigns import Plan, Strategy, read_contacts, sent_campaigns
-from bulkopens._config import DEFAULT_BASE_URL, DEFAULT_RATE, Settings
+from bulkopens._campaigns import SENT, Plan, Strategy, read_contacts, sent_campaigns
+from bulkopens._config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_PAGE_BYTES,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_RATE,
+    DEFAULT_REQUEST_TIMEOUT,
+    Settings,
+)
+from bulkopens._disk import open_new, write_error
 from bulkopens._exceptions import (
     AuthenticationError,
     BulkOpensError,
@@ -26,21 +43,52 @@ from bulkopens._exceptions import (
     OutputError,
     QuotaExhausted,
     RunStopped,
+    ServiceUnavailable,
 )
-from bulkopens._disk import open_new, write_error
 from bulkopens._files import RecordFiles
 from bulkopens._http import new_session
 from bulkopens._jobs import Job, PlanHook, feed, plan_job
-from bulkopens._pipeline import IdSource, ProgressHook, RunOptions, build_fetcher, run_pipeline
-from bulkopens._ratelimit import Pacer
+from bulkopens._pipeline import (
+    IdBatches,
+    IdSource,
+    ProgressHook,
+    RequestHook,
+    RunOptions,
+    build_fetcher,
+    new_gate,
+    run_pipeline,
+)
+from bulkopens._ratelimit import Gate
 from bulkopens._state import AsyncStore, Store
 from bulkopens._stats import Stats
-from bulkopens._writer import FileSink, StreamSink
+from bulkopens._types import (
+    ActivityRecord,
+    BounceRecord,
+    CampaignActivitySummary,
+    CampaignReportName,
+    CampaignSummary,
+    ClickRecord,
+    ContactSummary,
+    ForwardRecord,
+    Ids,
+    OpenRecord,
+    Record,
+    ReportName,
+    RunStatus,
+    SendRecord,
+    UnsubscribeRecord,
+)
+from bulkopens._writer import Failure, FileSink, StreamSink
 
-_STATUS_BY_ERROR: list[tuple[type[RunStopped], str]] = [
+R = TypeVar("R", covariant=True)
+Since = str | datetime | date | None
+DEFAULT_BUFFER = 5000  # records: 10 pages of 500 ahead of the reader
+
+_STATUS_BY_ERROR: list[tuple[type[RunStopped], RunStatus]] = [
     (QuotaExhausted, "quota_exhausted"),
     (AuthenticationError, "auth_failed"),
     (ConfigurationError, "config_error"),
+    (ServiceUnavailable, "service_unavailable"),
     (OutputError, "output_error"),
 ]
 
@@ -48,9 +96,16 @@ _STATUS_BY_ERROR: list[tuple[type[RunStopped], str]] = [
 class Client:
     """Fetches Constant Contact tracking reports for many contacts, as fast as the limit allows.
 
-    Use it as ``async with Client(api_key, token) as client:``. One pacer is shared by every
-    call made through the same client, so concurrent calls never exceed ``rate`` together.
-    Pass your own ``session`` to use its proxies, tracing or TLS settings; it is not closed.
+    Use it as ``async with Client(api_key, token) as client:``, or keep one for the life of an
+    app and ``await client.aclose()`` when it ends, from any task. Every call made through one
+    client shares one limit: at most ``concurrency`` requests in flight and ``rate`` request
+    starts a second, however many calls run at once; a request starts only when a connection
+    is free for it, so starts never bunch up behind a busy pool.
+
+    Pass your own ``session`` to use its proxies or TLS settings; it is not closed, and the
+    client keeps no more requests in flight than its connector allows (``limit`` and
+    ``limit_per_host``). Do not trace it: a trace sees the v2 ``api_key`` in every URL; use
+    ``on_request`` for request metrics instead.
     """
 
     def __init__(
@@ -65,9 +120,13 @@ class Client:
         max_retries: int = 6,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+        max_pages: int = DEFAULT_MAX_PAGES,
         session: aiohttp.ClientSession | None = None,
         on_progress: ProgressHook | None = None,
         on_plan: PlanHook | None = None,
+        on_request: RequestHook | None = None,
     ) -> None:
         self._settings = Settings(
             api_key=api_key,
@@ -79,25 +138,36 @@ class Client:
             max_retries=max_retries,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            request_timeout=request_timeout,
+            max_page_bytes=max_page_bytes,
+            max_pages=max_pages,
         )
         self._own_session = session is None
         self._session = session
         self._on_progress = on_progress
         self._on_plan = on_plan
-        self._pacer: Pacer | None = None
-        self._tg: TaskGroup | None = None
+        self._on_request = on_request
+        self._gate: Gate | None = None
+        self._streams: set[asyncio.Task[None]] = set()  # the running iterators' tasks
+        self._closed = False
 
     @property
     def settings(self) -> Settings:
         return self._settings
 
-    async def __aenter__(self) -> Self:
+    def __repr__(self) -> str:
         s = self._settings
-        self._pacer = Pacer(s.rate)  # made here, inside the running loop, never at import
-        if self._session is None:
-            self._session = new_session(s.workers, s.connect_timeout, s.read_timeout)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        state = "closed" if self._closed else "open" if self._gate else "not started"
+        gate = self._gate
+        flight = f" in_flight={gate.in_flight}/{gate.slots}" if gate else ""
+        return (
+            f"<bulkopens.Client {state} base_url={s.base_url!r} rate={s.rate:g}/s "
+            f"concurrency={gate.slots if gate else s.workers}{flight} "
+            f"streams={len(self._streams)}>"
+        )
+
+    async def __aenter__(self) -> Self:
+        self._start()
         return self
 
     async def __aexit__(
@@ -105,72 +175,277 @@ class Client:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        tg, self._tg = self._tg, None
-        try:
-            if tg is not None:
-                # Stop the iterators the caller left open. Their tasks never raise, so the group
-                # exits cleanly, and the caller's own exception propagates unwrapped.
-                tg.cancel_scope.cancel()
-                await tg.__aexit__(None, None, None)
-        finally:
-            if self._own_session and self._session is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._session.close()
-                self._session = None
-        return None
+    ) -> None:
+        await self.aclose()
 
-    def _started(self) -> tuple[aiohttp.ClientSession, Pacer, TaskGroup]:
-        if self._session is None or self._pacer is None or self._tg is None:
-            raise RuntimeError("use the client as `async with Client(...) as client:`")
-        return self._session, self._pacer, self._tg
+    async def aclose(self) -> None:
+        """Stop the iterators still running, wait for them to let go, and close the session if
+        it is the client's own. Any task may call it, any number of times; the client cannot
+        be used afterwards."""
+        self._closed = True
+        streams = list(self._streams)
+        for task in streams:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            if streams:
+                await asyncio.wait(streams)
+            session, self._session = self._session, None
+            if self._own_session and session is not None:
+                await session.close()
 
+    def _start(self) -> tuple[aiohttp.ClientSession, Gate]:
+        """The session and the gate, made at first use inside the running loop."""
+        if self._closed:
+            raise RuntimeError("this bulkopens.Client is closed")
+        if self._gate is None or self._session is None:
+            s = self._settings
+            if self._session is None:
+                self._session = new_session(
+                    s.workers, s.connect_timeout, s.read_timeout, s.request_timeout
+                )
+            self._gate = new_gate(s.rate, _slots(s.workers, self._session))
+        return self._session, self._gate
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
+
+    @overload
     def records(
         self,
-        contact_ids: IdSource,
+        contact_ids: Ids,
         *,
-        report: str = "opens",
-        since: str | None = None,
-        buffer: int = 1000,
+        report: Literal["opens"] = ...,
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[OpenRecord]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["clicks"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[ClickRecord]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["forwards"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[ForwardRecord]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["bounces"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[BounceRecord]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["unsubscribes"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[UnsubscribeRecord]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["sends"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[SendRecord]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["all"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[ActivityRecord]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["summary"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[ContactSummary]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: Literal["summary-by-campaign"],
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[CampaignActivitySummary]: ...
+    @overload
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: ReportName,
+        since: Since = ...,
+        buffer: int = ...,
+        strategy: Strategy = ...,
+    ) -> RecordStream[Record]: ...
+    def records(
+        self,
+        contact_ids: Ids,
+        *,
+        report: ReportName = "opens",
+        since: Since = None,
+        buffer: int = DEFAULT_BUFFER,
         strategy: Strategy = "contact",
-    ) -> RecordStream:
+    ) -> RecordStream[Any]:
         """Every record of ``report`` for ``contact_ids``, as an async iterator of dicts.
 
-        Fetching runs ahead of the consumer by at most ``buffer`` records: a slow consumer
-        slows the fetching. Per-contact failures are collected in ``stream.failures``; a
-        run-stopping error (auth, quota, configuration) is raised from the iteration.
-        Duplicated ids are fetched once, invalid ones are reported and never sent.
+        Use it as ``async with client.records(ids) as stream: async for record in stream:``
+        so that leaving the block early stops the fetching at once (a stream that is dropped
+        unclosed stops too, when it is garbage-collected). Nothing is fetched before the
+        first record is asked for.
+
+        ``contact_ids``: any iterable or async iterable of ids (``str`` or ``int``), read
+        lazily; not a bare ``str``. Duplicates are fetched once; items that are not ids are
+        never sent and are reported in ``stream.failures``, as are contacts that failed (404,
+        retries exhausted). ``since``: an ISO-8601 string, an aware ``datetime`` or a ``date``
+        (midnight UTC). A run-stopping error (auth, quota, configuration) or an exception of
+        your own id source is raised from the iteration, as it is.
+
+        ``buffer`` bounds the read-ahead: at most ``buffer // page_size`` pages (at least one)
+        are being requested, or wait for you, beyond the page you are reading; so never more
+        than ``buffer`` records, nor that many pages' requests, ahead of you.
+
         ``strategy`` ``auto`` or ``campaign`` reads the ids whole first and may fetch the
         sent campaigns' reports instead, keeping these contacts' records (see :meth:`plan`).
         ``report`` ``summary`` or ``summary-by-campaign`` yields the summary objects (one
         request per contact; no ``since``, no ``campaign`` strategy).
         """
-        settings = dataclasses.replace(self._settings, report=report, since=since)
-        return RecordStream(self, settings, Job("contact", contact_ids, strategy), buffer)
+        settings = self._with(report=report, since=since)
+        job = Job("contact", _id_source(contact_ids, "contact_ids"), strategy)
+        return RecordStream(self, settings, job, buffer, _size(contact_ids))
 
+    @overload
     def campaign_records(
         self,
-        campaign_ids: IdSource,
+        campaign_ids: Ids,
         *,
-        report: str = "opens",
-        since: str | None = None,
-        buffer: int = 1000,
-    ) -> RecordStream:
+        report: Literal["opens"] = ...,
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[OpenRecord]: ...
+    @overload
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: Literal["clicks"],
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[ClickRecord]: ...
+    @overload
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: Literal["forwards"],
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[ForwardRecord]: ...
+    @overload
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: Literal["bounces"],
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[BounceRecord]: ...
+    @overload
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: Literal["unsubscribes"],
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[UnsubscribeRecord]: ...
+    @overload
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: Literal["sends"],
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[SendRecord]: ...
+    @overload
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: Literal["summary"],
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[CampaignSummary]: ...
+    @overload
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: CampaignReportName,
+        since: Since = ...,
+        buffer: int = ...,
+    ) -> RecordStream[Record]: ...
+    def campaign_records(
+        self,
+        campaign_ids: Ids,
+        *,
+        report: CampaignReportName = "opens",
+        since: Since = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> RecordStream[Any]:
         """Every record of ``report`` for campaigns, as an async iterator of dicts.
 
         ``campaign_ids`` are v2 campaign ids, or ``bulkopens.SENT`` for every campaign the
         account has sent. Otherwise as :meth:`records`; failures are per campaign.
         """
-        settings = dataclasses.replace(self._settings, report=report, since=since)
-        return RecordStream(self, settings, Job("campaign", campaign_ids), buffer)
+        settings = self._with(report=report, since=since)
+        ids = campaign_ids if campaign_ids == SENT else _id_source(campaign_ids, "campaign_ids")
+        return RecordStream(self, settings, Job("campaign", ids), buffer, _size(campaign_ids))
+
+    def _with(self, *, report: str, since: Since = None, **more: Any) -> Settings:
+        """This client's settings for one call."""
+        return dataclasses.replace(self._settings, report=report, since=_since(since), **more)
 
     async def export(
         self,
-        contact_ids: IdSource,
+        contact_ids: Ids,
         out_dir: str | os.PathLike[str],
         *,
-        report: str = "opens",
-        since: str | None = None,
+        report: ReportName = "opens",
+        since: Since = None,
         incremental: bool = False,
         retry_failed: bool = False,
         fresh: bool = False,
@@ -190,7 +465,7 @@ class Client:
         (see :meth:`plan`). The path chosen first is kept by every later attempt and
         incremental run on ``out_dir``, and so is the set of contacts.
         """
-        job = Job("contact", contact_ids, strategy)
+        job = Job("contact", _id_source(contact_ids, "contact_ids"), strategy)
         return await self._export(
             job,
             out_dir,
@@ -199,18 +474,18 @@ class Client:
             incremental=incremental,
             retry_failed=retry_failed,
             fresh=fresh,
-            total=contacts_total,
+            total=contacts_total if contacts_total is not None else _size(contact_ids),
             max_file_bytes=max_file_bytes,
             durable=durable,
         )
 
     async def export_campaigns(
         self,
-        campaign_ids: IdSource,
+        campaign_ids: Ids,
         out_dir: str | os.PathLike[str],
         *,
-        report: str = "opens",
-        since: str | None = None,
+        report: CampaignReportName = "opens",
+        since: Since = None,
         incremental: bool = False,
         retry_failed: bool = False,
         fresh: bool = False,
@@ -226,37 +501,39 @@ class Client:
         by ``campaign_id``. ``all`` and ``summary-by-campaign`` are not campaign reports;
         ``summary`` writes one line per campaign, with its ``campaign_id``.
         """
+        ids = campaign_ids if campaign_ids == SENT else _id_source(campaign_ids, "campaign_ids")
         return await self._export(
-            Job("campaign", campaign_ids),
+            Job("campaign", ids),
             out_dir,
             report=report,
             since=since,
             incremental=incremental,
             retry_failed=retry_failed,
             fresh=fresh,
-            total=campaigns_total,
+            total=campaigns_total if campaigns_total is not None else _size(campaign_ids),
             max_file_bytes=max_file_bytes,
             durable=durable,
         )
 
     async def plan(
-        self, contact_ids: IdSource, *, report: str = "opens", strategy: Strategy = "auto"
+        self, contact_ids: Ids, *, report: ReportName = "opens", strategy: Strategy = "auto"
     ) -> Plan:
         """Estimate the requests of the contact and the campaign path for ``contact_ids`` and
         pick the cheaper; fetches no record. Costs the campaign list and, when the choice is
         not obvious from it, one summary per sent campaign (``plan.spent`` requests)."""
-        session, pacer, _ = self._started()
-        settings = dataclasses.replace(self._settings, report=report)
-        job = Job("contact", contact_ids, strategy)
+        settings = self._with(report=report)
+        job = Job("contact", _id_source(contact_ids, "contact_ids"), strategy)
         job.check(report)
+        session, gate = self._start()
         stats = Stats()
-        fetcher = build_fetcher(settings, session, pacer, stats)
-        return await plan_job(job, settings, fetcher, stats, await read_contacts(contact_ids))
+        fetcher = build_fetcher(settings, session, gate, stats, self._on_request)
+        contacts = await read_contacts(job.ids)
+        return await plan_job(job, settings, fetcher, stats, contacts)
 
     async def sent_campaigns(self) -> list[str]:
         """The ids of every campaign the account has sent, newest first (the campaign list)."""
-        session, pacer, _ = self._started()
-        fetcher = build_fetcher(self._settings, session, pacer, Stats())
+        session, gate = self._start()
+        fetcher = build_fetcher(self._settings, session, gate, Stats(), self._on_request)
         ids, _ = await sent_campaigns(fetcher, self._settings.base)
         return ids
 
@@ -266,7 +543,7 @@ class Client:
         out_dir: str | os.PathLike[str],
         *,
         report: str,
-        since: str | None,
+        since: Since,
         incremental: bool,
         retry_failed: bool,
         fresh: bool,
@@ -274,15 +551,14 @@ class Client:
         max_file_bytes: int | None,
         durable: bool,
     ) -> Summary:
-        session, pacer, _ = self._started()
-        settings = dataclasses.replace(
-            self._settings,
+        settings = self._with(
             report=report,
             since=since,
             durable=durable,
             max_file_bytes=max_file_bytes or self._settings.max_file_bytes,
         )
         job.check(settings.report)
+        session, gate = self._start()
         out = Path(out_dir)
         await anyio.to_thread.run_sync(_prepare_out, out)
         contacts = await read_contacts(job.ids) if job.plans else None
@@ -305,8 +581,10 @@ class Client:
             )
         )
         stats = Stats(contacts_total=total)
-        fetcher = build_fetcher(settings, session, pacer, stats)
-        status, error, plan = "interrupted", None, None
+        fetcher = build_fetcher(settings, session, gate, stats, self._on_request)
+        status: RunStatus = "interrupted"
+        error: RunStopped | None = None
+        plan: Plan | None = None
         try:
             files = RecordFiles(out, settings.report, max_bytes=settings.max_file_bytes)
             await store.call(prepare_outputs, out, store.sync, files, fresh)
@@ -327,6 +605,7 @@ class Client:
                     on_progress=self._on_progress,
                     scope=fed.scope,
                     keep=fed.keep,
+                    workers=gate.slots,
                 )
                 await run_pipeline(
                     settings,
@@ -336,7 +615,7 @@ class Client:
                     session,
                     stats,
                     options,
-                    pacer=pacer,
+                    gate=gate,
                     fetcher=fetcher,
                 )
                 status = "complete"
@@ -363,7 +642,7 @@ class Client:
             with anyio.CancelScope(shield=True):
                 await store.call(store.sync.close)
         if error is not None:
-            error.summary = summary  # type: ignore[attr-defined]
+            error.summary = summary
             raise error
         return summary
 
@@ -417,7 +696,7 @@ def _finish(out: Path, store: Store, summary: Summary) -> Summary:
 def _summary(
     settings: Settings,
     stats: Stats,
-    status: str,
+    status: RunStatus,
     error: BulkOpensError | None,
     job: Job,
     plan: Plan | None,
@@ -450,34 +729,210 @@ def _summary(
     )
 
 
-class RecordStream:
+def _id_source(ids: Ids, name: str) -> IdSource:
+    """``ids`` as the engine reads them, lazily, with int ids as strings. TypeError for a bare
+    ``str`` or ``bytes`` (it would be read as one id per character) and for what cannot be
+    iterated at all."""
+    if isinstance(ids, str | bytes | bytearray):
+        raise TypeError(
+            f"{name} must be an iterable of ids, not a single {type(ids).__name__}; "
+            f"wrap one id in a list: [{ids!r}]"[:200]
+        )
+    if not isinstance(ids, Iterable | AsyncIterable | IdBatches):
+        raise TypeError(f"{name} must be an iterable of ids, not {type(ids).__name__}")
+    if isinstance(ids, IdBatches):
+        return cast(IdSource, ids)  # the CLI's reader: strings already
+    if isinstance(ids, AsyncIterable):
+        return _async_as_str(ids)
+    return map(_as_str, ids)
+
+
+def _size(ids: object) -> int | None:
+    """How many ids a sized collection holds (a list, a set, ...): the progress total."""
+    if isinstance(ids, Sized) and not isinstance(ids, str | bytes | bytearray):
+        return len(ids)
+    return None
+
+
+def _since(since: Since) -> str | None:
+    """``since`` as the ISO-8601 text Settings reads: an aware datetime, or a date (midnight
+    UTC); a naive datetime names no instant and is refused."""
+    if isinstance(since, datetime):
+        if since.utcoffset() is None:
+            raise ConfigurationError(
+                "since must be a timezone-aware datetime (a naive one names no instant); "
+                "use datetime(..., tzinfo=datetime.UTC)"
+            )
+        return since.isoformat()
+    if isinstance(since, date):
+        return since.isoformat()
+    return since
+
+
+async def _async_as_str(ids: AsyncIterable[str | int]) -> AsyncIterator[str]:
+    async for raw in ids:
+        yield _as_str(raw)
+
+
+def _as_str(raw: Any) -> Any:
+    return str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+
+
+def _slots(concurrency: int, session: aiohttp.ClientSession) -> int:
+    """The client's requests in flight: ``concurrency``, but never more than the session's
+    connector can open (to any host, and to one host; 0 is no limit)."""
+    connector = session.connector
+    limits = [concurrency]
+    if connector is not None:
+        limits += [n for n in (connector.limit, connector.limit_per_host) if n]
+    return max(1, min(limits))
+
+
+class _Fetching:
+    """The fetching behind one RecordStream, kept apart from it: the stream's task holds this,
+    never the stream, so a stream that is dropped can be collected, and its finalizer stops
+    the fetching."""
+
+    def __init__(self, settings: Settings, job: Job, buffer: int, total: int | None) -> None:
+        self.settings = settings
+        self.job = job
+        self.pages = max(1, buffer // settings.page_size)  # the read-ahead bound, in pages
+        self.stats = Stats(contacts_total=total)
+        if job.mode == "campaign":
+            self.stats.unit = "campaigns"
+        self.failures: list[Failure] = []
+        self.error: BaseException | None = None
+        self.summary: Summary | None = None
+        self.plan: Plan | None = None
+        self.status: RunStatus | Literal["not started", "running"] = "not started"
+        self.task: asyncio.Task[None] | None = None
+        self.credits = anyio.Semaphore(self.pages)
+        self.tx: MemoryObjectSendStream[list[dict[str, Any]]] | None = None
+        self.rx: MemoryObjectReceiveStream[list[dict[str, Any]]] | None = None
+
+    def start(self, client: Client) -> MemoryObjectReceiveStream[list[dict[str, Any]]]:
+        session, gate = client._start()
+        self.tx, self.rx = anyio.create_memory_object_stream[list[dict[str, Any]]](self.pages)
+        sink = StreamSink(self.tx, self.stats, self.credits)
+        self.failures = sink.failures
+        self.status = "running"
+        self.task = asyncio.get_running_loop().create_task(
+            self._main(session, gate, sink, client._on_progress, client._on_request),
+            name=f"bulkopens {self.settings.report} stream",
+        )
+        client._track(self.task)
+        return self.rx
+
+    def stop(self) -> None:
+        """Stop fetching (idempotent): cancel the task and close both ends of the stream."""
+        if self.task is not None:
+            self.task.cancel()
+        for end in (self.tx, self.rx):
+            if end is not None:
+                end.close()
+
+    async def wait(self) -> None:
+        """Until the task has let go of everything (it never raises)."""
+        if self.task is not None and not self.task.done():
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({self.task})
+
+    async def _main(
+        self,
+        session: aiohttp.ClientSession,
+        gate: Gate,
+        sink: StreamSink,
+        on_progress: ProgressHook | None,
+        on_request: RequestHook | None,
+    ) -> None:
+        # Never raises (but CancelledError): its outcome is read from this object.
+        settings, job, stats = self.settings, self.job, self.stats
+        status: RunStatus = "interrupted"
+        assert self.tx is not None
+        try:
+            async with self.tx:
+                fetcher = build_fetcher(settings, session, gate, stats, on_request)
+                contacts = await read_contacts(job.ids) if job.plans else None
+                fed = await feed(job, settings, fetcher, stats, contacts, None, None)
+                self.plan = fed.plan
+                options = RunOptions(
+                    since=settings.since,
+                    scope=fed.scope,
+                    keep=fed.keep,
+                    on_progress=on_progress,
+                    workers=min(gate.slots, self.pages),
+                    credits=self.credits,
+                )
+                await run_pipeline(
+                    settings,
+                    fed.ids,
+                    sink,
+                    None,
+                    session,
+                    stats,
+                    options,
+                    gate=gate,
+                    fetcher=fetcher,
+                )
+                status = "incomplete" if self.failures else "complete"
+        except RunStopped as exc:
+            self.error = exc
+            status = next(s for t, s in _STATUS_BY_ERROR if isinstance(exc, t))
+        except Exception as exc:  # the caller's own (an id source), or a bug: raised to them
+            self.error = exc
+            status = "failed"
+        finally:
+            error = self.error if isinstance(self.error, BulkOpensError) else None
+            self.summary = _summary(settings, stats, status, error, job, self.plan)
+            if isinstance(self.error, RunStopped):
+                self.error.summary = self.summary
+            self.status = status
+
+
+class RecordStream(Generic[R]):
     """The async iterator returned by :meth:`Client.records` and :meth:`Client.campaign_records`;
     also an async context manager.
 
-    Leaving the ``async with`` block (or calling :meth:`aclose`) stops the fetching at once.
-    ``plan`` is the planner's choice once it is made (``strategy`` auto or campaign).
+    Nothing is fetched before the first record is asked for. Leaving the ``async with`` block,
+    calling :meth:`aclose`, or dropping the stream (once it is garbage-collected) stops the
+    fetching. ``failures`` lists what could not be fetched (and the items that are not ids) as
+    it goes; ``summary`` holds the counts once the stream has ended; ``plan`` is the planner's
+    choice once it is made (``strategy`` auto or campaign).
     """
 
-    def __init__(self, client: Client, settings: Settings, job: Job, buffer: int) -> None:
+    def __init__(
+        self, client: Client, settings: Settings, job: Job, buffer: int, total: int | None
+    ) -> None:
         job.check(settings.report)
+        if buffer < 1:
+            raise ValueError("buffer must be at least 1 (records)")
         self._client = client
-        self._settings = settings
-        self._job = job
-        self._buffer = buffer
-        self._page: collections.deque[dict[str, Any]] = collections.deque()
-        self.plan: Plan | None = None
-        self._rx: Any = None
-        self._scope: anyio.CancelScope | None = None
-        self._error: BaseException | None = None
-        self._sink: StreamSink | None = None
-        self._stats = Stats()
-        self.summary: Summary | None = None
+        self._run = _Fetching(settings, job, buffer, total)
+        self._page: collections.deque[Any] = collections.deque()
+        self._rx: MemoryObjectReceiveStream[list[dict[str, Any]]] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
-    def failures(self) -> list[Any]:
-        return self._sink.failures if self._sink else []
+    def failures(self) -> list[Failure]:
+        return self._run.failures
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    @property
+    def summary(self) -> Summary | None:
+        return self._run.summary
+
+    @property
+    def plan(self) -> Plan | None:
+        return self._run.plan
+
+    def __repr__(self) -> str:
+        run = self._run
+        what = "campaigns" if run.job.mode == "campaign" else "contacts"
+        return (
+            f"<bulkopens.RecordStream {run.settings.report} of {what}: {run.status}, "
+            f"{run.stats.records:,} records, {len(run.failures)} failures>"
+        )
+
+    def __aiter__(self) -> Self:
         return self
 
     async def __aenter__(self) -> Self:
@@ -487,87 +942,36 @@ class RecordStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-        if self._rx is not None:
-            self._rx.close()
+        """Stop fetching now and wait until the stream's task has let go of everything."""
+        self._run.stop()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        await self._run.wait()
 
-    async def __anext__(self) -> dict[str, Any]:
-        if self._page:
-            return self._page.popleft()
-        if self._rx is None:
-            self._start()
+    async def __anext__(self) -> R:
+        page = self._page
+        if page:
+            return cast(R, page.popleft())
+        rx = self._rx
+        if rx is None:
+            rx = self._rx = self._run.start(self._client)
+            loop = asyncio.get_running_loop()
+            self._finalizer = weakref.finalize(self, _abandon, loop, self._run)
         try:
-            page: list[dict[str, Any]] = await self._rx.receive()
+            records = await rx.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self._rx.close()
-            if self._error is not None:
-                raise self._error from None
+            rx.close()
+            await self._run.wait()
+            if self._run.error is not None:
+                raise self._run.error from None
             raise StopAsyncIteration from None
-        self._page.extend(page)
-        return self._page.popleft()
+        self._run.credits.release()  # the page is ours now: its credit goes back
+        page.extend(records)
+        return cast(R, page.popleft())
 
-    def _error_or_none(self) -> BulkOpensError | None:
-        return self._error if isinstance(self._error, BulkOpensError) else None
 
-    def _start(self) -> None:
-        session, pacer, tg = self._client._started()
-        # Pages travel whole (one hop per page, not per record); the stream holds about
-        # ``buffer`` records' worth of pages.
-        pages = max(1, self._buffer // self._settings.page_size)
-        tx, self._rx = anyio.create_memory_object_stream[list[dict[str, Any]]](pages)
-        self._sink = StreamSink(tx, self._stats)
-        tg.start_soon(self._run, session, pacer, tx)
-
-    async def _run(self, session: aiohttp.ClientSession, pacer: Pacer, tx: Any) -> None:
-        # Runs in the client's task group: it must never raise, or it would cancel the caller.
-        status = "interrupted"
-        with tempfile.TemporaryDirectory(prefix="bulkopens-") as tmp:
-            store = None
-            try:
-                with anyio.CancelScope() as self._scope:
-                    async with tx:
-                        store = AsyncStore(
-                            await anyio.to_thread.run_sync(
-                                lambda: Store.open(Path(tmp), fingerprint={}, durable=False)
-                            )
-                        )
-                        assert self._sink is not None
-                        settings, job, stats = self._settings, self._job, self._stats
-                        fetcher = build_fetcher(settings, session, pacer, stats)
-                        contacts = await read_contacts(job.ids) if job.plans else None
-                        fed = await feed(job, settings, fetcher, stats, contacts, None, None)
-                        self.plan = fed.plan
-                        options = RunOptions(since=settings.since, scope=fed.scope, keep=fed.keep)
-                        await run_pipeline(
-                            settings,
-                            fed.ids,
-                            self._sink,
-                            store,
-                            session,
-                            stats,
-                            options,
-                            pacer=pacer,
-                            fetcher=fetcher,
-                        )
-                        status = "complete"
-            except RunStopped as exc:
-                self._error = exc
-                status = next(s for t, s in _STATUS_BY_ERROR if isinstance(exc, t))
-            except Exception as exc:
-                self._error = exc
-                status = "failed"
-            finally:
-                self.summary = _summary(
-                    self._settings,
-                    self._stats,
-                    status,
-                    self._error_or_none(),
-                    self._job,
-                    self.plan,
-                )
-                if store is not None:
-                    with anyio.CancelScope(shield=True):
-                        await store.call(store.sync.close)
-                with contextlib.suppress(Exception):
-                    tx.close()
+def _abandon(loop: asyncio.AbstractEventLoop, run: _Fetching) -> None:
+    """A stream was garbage-collected unclosed: stop its fetching, on its loop (the collector
+    may run in any thread)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs any more
+        loop.call_soon_threadsafe(run.stop)

@@ -15,6 +15,18 @@ from bulkopens._timefmt import format_instant, parse_instant
 DEFAULT_BASE_URL = "https://api.constantcontact.com"
 DEFAULT_RATE = 4.0
 MAX_PAGE_SIZE = 500
+# Pages one contact's (or campaign's) walk may read: 5 million records at 500 a page, far past
+# any honest report, yet a bound on a server that hands out fresh next_links for ever.
+DEFAULT_MAX_PAGES = 10_000
+# The most bytes one answer may take, after decompression. A real 500-record opens page is
+# about 79 KB (the simulator's heaviest contact: 79,146 bytes); even 500 records with 254-byte
+# email addresses and 2,000-byte link URLs stay under 1.5 MB. 8 MiB is ~100x a real page and
+# bounds memory to about this times the concurrency, whatever a server sends.
+DEFAULT_MAX_PAGE_BYTES = 8 * 1024 * 1024
+# The whole of one request, connect to last byte: three times the default read timeout, so a
+# server that drips a byte at a time cannot hold a worker for longer than this.
+DEFAULT_REQUEST_TIMEOUT = 180.0
+MIN_PAGE_BYTES = 1024
 
 _CONTACT_ID = re.compile(r"0*([1-9][0-9]{0,17})")
 
@@ -82,8 +94,11 @@ class Settings:
     page_size: int = MAX_PAGE_SIZE
     since: str | None = None  # created_since, any ISO-8601; normalised to UTC ``Z``
     max_retries: int = 6  # per request, for transient failures (throttles do not count)
+    max_pages: int = DEFAULT_MAX_PAGES  # pages one contact's (or campaign's) walk may read
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT  # one whole request, connect to last byte
+    max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES  # one answer, after decompression
     max_file_bytes: int = 256 * 1024 * 1024
     commit_records: int = 20_000  # commit at least every N records ...
     commit_seconds: float = 1.0  # ... or every T seconds
@@ -104,10 +119,14 @@ class Settings:
             raise ConfigurationError("--concurrency must be between 1 and 1000")
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
             raise ConfigurationError(f"--page-size must be between 1 and {MAX_PAGE_SIZE}")
+        if self.max_pages < 1:
+            raise ConfigurationError("--max-pages must be at least 1")
         if self.max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+        if not all(t > 0 for t in (self.connect_timeout, self.read_timeout, self.request_timeout)):
             raise ConfigurationError("timeouts must be > 0")
+        if self.max_page_bytes < MIN_PAGE_BYTES:
+            raise ConfigurationError(f"--max-page-bytes must be at least {MIN_PAGE_BYTES}")
         if self.max_file_bytes < 1024:
             raise ConfigurationError("max_file_bytes must be at least 1024")
         object.__setattr__(self, "since", normalise_since(self.since))

@@ -7,10 +7,14 @@ import os
 import sys
 import time
 from collections import deque
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
+import orjson
+
 from bulkopens._artifacts import Summary
+from bulkopens._exceptions import ConfigurationError
 from bulkopens._stats import Progress
 
 _WINDOW = 15.0  # seconds of history behind the request rate and the ETA
@@ -35,6 +39,50 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+class Console:
+    """Where the command's words go, and in which form: text on stderr (the default), or one
+    JSON object per line (``--log-format json``: ``time``, ``level``, ``event``, ``message``
+    and the event's own fields), to stderr or appended to a log file (``--log-file``). With a
+    log file, errors and warnings also reach stderr, as text, so that cron still mails them.
+    """
+
+    def __init__(self, *, fmt: str = "text", path: str | None = None) -> None:
+        self.json = fmt == "json"
+        self._file: TextIO | None = None
+        if path is not None:
+            try:
+                self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot open --log-file {path}: {exc.strerror or exc}"
+                ) from None
+
+    @property
+    def stream(self) -> TextIO:
+        return self._file if self._file is not None else sys.stderr
+
+    @property
+    def live(self) -> bool:
+        """Whether a live, redrawn line fits: text on a terminal, no log file."""
+        return not self.json and self._file is None and sys.stderr.isatty()
+
+    def emit(self, event: str, text: str, *, level: str = "info", **fields: Any) -> None:
+        if self.json:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            head = {"time": stamp, "level": level, "event": event, "message": text}
+            line = orjson.dumps({**head, **fields}, default=str).decode()
+        else:
+            line = text
+        print(line, file=self.stream, flush=True)
+        if self._file is not None and level in ("error", "warning"):
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class ProgressReporter:
     """Turns progress snapshots into a live status line (``live``) or periodic log lines.
 
@@ -42,8 +90,16 @@ class ProgressReporter:
     average, at the request rate of the last few seconds, never above the pacer's rate.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, live: bool, log_every: float = 10.0):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        live: bool,
+        log_every: float = 10.0,
+        console: Console | None = None,
+    ):
         self._out = stream if stream is not None else sys.stderr  # the guarded one, once set
+        self._console = console
         self._live = live
         self._log_every = log_every
         self._last_log = time.monotonic()
@@ -61,8 +117,19 @@ class ProgressReporter:
                 self._draw("")
         elif now - self._last_log >= self._log_every and not p.finished:
             self._last_log = now
+            if self._console is not None and self._console.json:
+                eta = self.eta(p)
+                self._console.emit(
+                    "progress",
+                    self.line(p),
+                    **asdict(p),
+                    requests_per_second=round(self.request_rate(), 3),
+                    eta_seconds=round(eta, 1) if math.isfinite(eta) else None,
+                )
+                return
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            print(f"{stamp} bulkopens: {self.line(p)}", file=self._out, flush=True)
+            out = self._console.stream if self._console is not None else self._out
+            print(f"{stamp} bulkopens: {self.line(p)}", file=out, flush=True)
 
     def _draw(self, text: str) -> None:
         pad = max(0, self._width - len(text))

@@ -110,6 +110,30 @@ def _unpack(blob: bytes | None) -> frozenset[bytes]:
     return frozenset(blob[i : i + 8] for i in range(0, len(blob), 8))
 
 
+# How each setting a state is tied to reads in a message, with its default when it is absent.
+_SETTING_NAMES = {
+    "report": ("--report", "opens"),
+    "since": ("--since", "none"),
+    "base_url": ("--base-url", "the default"),
+    "mode": ("the mode", "contacts"),
+    "strategy": ("--strategy", "contact"),
+}
+
+
+def _setting_change(key: str, before: Any, after: Any) -> str:
+    """One changed setting as a person reads it: ``--report opens -> clicks``."""
+    if key == "contacts":
+        return "the set of contacts (fixed by --strategy auto or campaign) changed"
+    name, default = _SETTING_NAMES.get(key, (key, "none"))
+    if key == "mode":
+        before, after = (v if v else None for v in (before, after))
+        before = "campaigns" if before == "campaign" else before
+        after = "campaigns" if after == "campaign" else after
+    return f"{name} {before if before is not None else default} -> " + (
+        f"{after if after is not None else default}"
+    )
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -268,7 +292,7 @@ class Store:
         if stored is not None and stored != wanted:
             before = json.loads(stored)
             diff = ", ".join(
-                f"{k}: {before.get(k)!r} -> {fingerprint.get(k)!r}"
+                _setting_change(k, before.get(k), fingerprint.get(k))
                 for k in sorted(set(before) | set(fingerprint))
                 if before.get(k) != fingerprint.get(k)
             )

@@ -206,3 +206,93 @@ def test_plan_prints_the_estimate_and_fetches_no_record(sim: SimProcess, tmp_pat
     refused = bulkopens("fetch", "--campaigns", "sent", "--out", str(out), "--plan", env=sim.env())
     assert refused.returncode == 2
     assert "--plan is for contact reports" in refused.stderr
+
+
+# -- fit the ecosystem: environment, JSON logs, a log file --------------------------------------
+
+
+def test_options_come_from_the_environment_and_help_says_which(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("1\n2\n")
+    help_text = bulkopens("fetch", "--help").stdout
+    for name in ("RATE", "CONCURRENCY", "PAGE_SIZE", "MAX_RETRIES", "LOG_FORMAT", "QUIET"):
+        assert f"BULKOPENS_{name}" in help_text
+    bad = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "o1"),
+        env={**sim.env(), "BULKOPENS_RATE": "fast"},
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "'fast'" in bad.stderr
+    bad = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "o2"),
+        env={**sim.env(), "BULKOPENS_LOG_FORMAT": "xml"},
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "BULKOPENS_LOG_FORMAT" in bad.stderr
+    quiet = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "o3"),
+        env={**sim.env(), "BULKOPENS_QUIET": "1", "BULKOPENS_RATE": "0"},
+    )  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+
+
+def test_json_logs_are_one_object_per_line(sim: SimProcess, tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("".join(f"{i}\n" for i in range(1, 41)) + "61\n")
+    done = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"), "--rate", "20",
+        "--log-format", "json", "--log-interval", "0.2", env=sim.env(),
+    )  # fmt: skip
+    assert done.returncode == 1
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert "progress" in kinds
+    assert kinds[-2:] == ["summary", "failures"] or kinds[-1] == "summary"
+    progress = next(e for e in events if e["event"] == "progress")
+    assert {"time", "level", "message", "requests", "records", "contacts_total"} <= set(progress)
+    summary = next(e for e in events if e["event"] == "summary")
+    assert summary["summary"]["totals"]["done"] == 40
+
+
+def test_a_log_file_takes_the_words_and_errors_still_reach_stderr(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("1\n2\n")
+    log = tmp_path / "job.log"
+    done = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"), "--rate", "0",
+        "--log-file", str(log), env=sim.env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "complete" in log.read_text()
+    failed = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"), "--rate", "0",
+        "--report", "clicks", "--log-file", str(log), env=sim.env(),
+    )  # fmt: skip
+    assert failed.returncode == 2
+    assert "other settings" in failed.stderr
+    assert "other settings" in log.read_text()
+
+
+def test_other_settings_on_an_out_are_named_as_a_person_reads_them(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("1\n2\n")
+    out = str(tmp_path / "out")
+    first = bulkopens("fetch", "--contacts", str(contacts), "--out", out, env=sim.env())
+    assert first.returncode == 0, first.stderr
+    again = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", out, "--strategy", "auto",
+        "--report", "clicks", env=sim.env(),
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert "--report opens -> clicks" in again.stderr
+    assert "--strategy contact -> auto" in again.stderr
+    assert "None" not in again.stderr
+    assert "'" not in again.stderr.split("(", 1)[1]
