@@ -21,6 +21,7 @@ import anyio
 from bulkopens import __version__
 from bulkopens._artifacts import Summary
 from bulkopens._campaigns import SENT, STRATEGIES, Plan
+from bulkopens._check import Check
 from bulkopens._client import Client
 from bulkopens._config import (
     DEFAULT_BASE_URL,
@@ -81,10 +82,34 @@ exit codes:
   4    the daily quota is exhausted; resume after 00:00 UTC
   69   the API cannot be used (host unreachable, not the API, failing or throttling
        every request); the run stopped and can be resumed
+  70   an internal error (a bug: please report it); committed work is kept
   74   the output cannot be written (disk full, over quota, I/O error); committed work
        is kept: free space and run the same command again
   130  interrupted (Ctrl-C, SIGTERM, SIGHUP); the run can be resumed
 """
+
+
+TOP_EXAMPLES = """\
+examples:
+  bulkopens demo                                        # the real fetch against a simulator
+  export CTCT_API_KEY=... CTCT_ACCESS_TOKEN=...
+  bulkopens check                                       # the key, the token and the host work
+  bulkopens fetch --contacts contacts.txt --out opens/  # the batch job (run it again to resume)
+  bulkopens fetch --contacts contacts.txt --out opens/ --plan   # what it would cost
+  bulkopens status opens/                               # what a (running) job has done
+  bulkopens simulate --port 8080                        # the simulator, for your own tests
+
+'bulkopens COMMAND --help' tells more about each command.
+"""
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where it has none (None or a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bulkopens",
         description="Export Constant Contact email-tracking reports (who opened what, when) "
         "for many contacts, as fast as the API's rate limit allows, exactly once, to NDJSON.",
+        epilog=TOP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"bulkopens {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
@@ -177,11 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the real fetch against a built-in simulated account (no key needed)",
         description="Start the simulator on a free local port with ~2,000 seeded contacts, "
         "some faults and throttles, and run the real fetch against it with live progress.",
+        formatter_class=_DefaultsFormatter,
     )
-    demo.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    demo.add_argument("--out", default="demo-out", help="output directory")
     demo.add_argument("--contacts", type=_positive_int, default=2000, help="simulated contacts")
-    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default: 7)")
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
+
+    check = commands.add_parser(
+        "check",
+        help="prove the API key, the token and the host with one request, before a long run",
+        description="Send one request (the first page of the sent-campaign list, one campaign "
+        "long) with the same credentials, --base-url and environment as fetch, and say what "
+        "it found. Exit codes as fetch: 0 all good, 2 a bad setting, 3 the key or token was "
+        "refused, 4 the daily quota is spent, 69 the host cannot be reached or is not the API.",
+    )
+    add_access_arguments(check)
 
     status = commands.add_parser(
         "status",
@@ -200,10 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="serve the built-in Constant Contact API simulator on a local port",
         description="Serve a faithful, seeded simulation of the Constant Contact v2 tracking "
-        "API, with rate limits and fault injection, for demos, tests and benchmarks.",
+        "API, with rate limits and fault injection, for demos, tests and benchmarks. Admin "
+        "endpoints under /_sim/ drive it from another process: GET /_sim/stats (requests, "
+        "statuses), GET /_sim/truth?report=opens[&since=ISO] (every record it holds, as "
+        "NDJSON), POST /_sim/activity?contact_id=N&report=opens&count=K (add activity), "
+        "POST /_sim/reset-stats.",
+        formatter_class=_DefaultsFormatter,
     )
     simulator_cli.add_arguments(simulate)
     return parser
+
+
+def add_access_arguments(parser: argparse.ArgumentParser) -> None:
+    """The API key, token and base URL options, shared by ``fetch`` and ``check``."""
+    api = parser.add_argument_group("API access")
+    api.add_argument(
+        "--api-key", metavar="KEY", help="API key, sent as api_key (default: $CTCT_API_KEY)"
+    )
+    api.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="access token, sent as Authorization: Bearer (default: $CTCT_ACCESS_TOKEN)",
+    )
+    api.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"API base URL (default: $CTCT_BASE_URL or {DEFAULT_BASE_URL})",
+    )
 
 
 ENV_PREFIX = "BULKOPENS_"
@@ -287,20 +348,7 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         "and exit, fetching no record and leaving --out untouched",
     )
 
-    api = fetch.add_argument_group("API access")
-    api.add_argument(
-        "--api-key", metavar="KEY", help="API key, sent as api_key (default: $CTCT_API_KEY)"
-    )
-    api.add_argument(
-        "--token",
-        metavar="TOKEN",
-        help="access token, sent as Authorization: Bearer (default: $CTCT_ACCESS_TOKEN)",
-    )
-    api.add_argument(
-        "--base-url",
-        metavar="URL",
-        help=f"API base URL (default: $CTCT_BASE_URL or {DEFAULT_BASE_URL})",
-    )
+    add_access_arguments(fetch)
 
     speed = fetch.add_argument_group("speed and retries")
     speed.add_argument(
@@ -432,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return simulator_cli.run(args)
         if args.command == "status":
             return run_status(args)
+        if args.command == "check":
+            return run_check(args)
         if args.command == "demo":
             from bulkopens._demo import run_demo
 
@@ -446,6 +496,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stderr.close()
         return EXIT_INTERRUPTED
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """``bulkopens check``: one request that proves the credentials and the host."""
+    api_key = _secret(args.api_key, "CTCT_API_KEY")
+    token = _secret(args.token, "CTCT_ACCESS_TOKEN")
+    redact = Redactor(api_key, token)
+    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
+    try:
+        client = Client(api_key, token, base_url=base_url, max_retries=2)
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, redact(str(exc)))
+
+    async def check() -> Check:
+        async with client:
+            return await client.check()
+
+    try:
+        found = anyio.run(check)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except RunStopped as exc:
+        return _fail(_exit_code(exc), redact(str(exc)))
+    print(found.describe())
+    return EXIT_OK
+
+
+def _exit_code(exc: RunStopped) -> int:
+    """The exit code of a run-stopping error (see FETCH_EXAMPLES)."""
+    for kind, code in (
+        (QuotaExhausted, EXIT_QUOTA),
+        (AuthenticationError, EXIT_AUTH),
+        (OutputError, EXIT_OUTPUT),
+        (ServiceUnavailable, EXIT_UNAVAILABLE),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return EXIT_USAGE
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import dataclasses
 import os
+import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sized
 from datetime import date, datetime
@@ -27,6 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
 from bulkopens._campaigns import SENT, Plan, Strategy, read_contacts, sent_campaigns
+from bulkopens._check import Check, probe
 from bulkopens._config import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PAGE_BYTES,
@@ -148,7 +150,7 @@ class Client:
         self._on_plan = on_plan
         self._on_request = on_request
         self._gate: Gate | None = None
-        self._streams: set[asyncio.Task[None]] = set()  # the running iterators' tasks
+        self._streams: set[_Fetching] = set()  # the running iterators
         self._closed = False
 
     @property
@@ -184,11 +186,11 @@ class Client:
         be used afterwards."""
         self._closed = True
         streams = list(self._streams)
-        for task in streams:
-            task.cancel()
+        for stream in streams:
+            stream.stop()
         with anyio.CancelScope(shield=True):
-            if streams:
-                await asyncio.wait(streams)
+            for stream in streams:
+                await stream.wait()
             session, self._session = self._session, None
             if self._own_session and session is not None:
                 await session.close()
@@ -206,9 +208,9 @@ class Client:
             self._gate = new_gate(s.rate, _slots(s.workers, self._session))
         return self._session, self._gate
 
-    def _track(self, task: asyncio.Task[None]) -> None:
-        self._streams.add(task)
-        task.add_done_callback(self._streams.discard)
+    def _track(self, stream: _Fetching, task: asyncio.Task[None]) -> None:
+        self._streams.add(stream)
+        task.add_done_callback(lambda _: self._streams.discard(stream))
 
     @overload
     def records(
@@ -530,6 +532,24 @@ class Client:
         contacts = await read_contacts(job.ids)
         return await plan_job(job, settings, fetcher, stats, contacts)
 
+    async def check(self) -> Check:
+        """One request that proves the host, the API key and the access token (the first
+        page of the sent-campaign list, one campaign long). Returns what it found; raises
+        AuthenticationError, ServiceUnavailable (not the API, or unreachable), QuotaExhausted
+        or ConfigurationError, as a run would."""
+        session, gate = self._start()
+        stats = Stats()
+        fetcher = build_fetcher(self._settings, session, gate, stats, self._on_request)
+        started = time.monotonic()
+        sent = await probe(fetcher, self._settings.base)
+        return Check(
+            base_url=self._settings.base_url.rstrip("/"),
+            api="v2",
+            has_sent_campaigns=sent,
+            requests=stats.requests,
+            seconds=time.monotonic() - started,
+        )
+
     async def sent_campaigns(self) -> list[str]:
         """The ids of every campaign the account has sent, newest first (the campaign list)."""
         session, gate = self._start()
@@ -820,16 +840,17 @@ class _Fetching:
             self._main(session, gate, sink, client._on_progress, client._on_request),
             name=f"bulkopens {self.settings.report} stream",
         )
-        client._track(self.task)
+        client._track(self, self.task)
         return self.rx
 
     def stop(self) -> None:
-        """Stop fetching (idempotent): cancel the task and close both ends of the stream."""
-        if self.task is not None:
-            self.task.cancel()
+        """Stop fetching (idempotent): close both ends of the stream and cancel the task."""
         for end in (self.tx, self.rx):
             if end is not None:
                 end.close()
+        if self.task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: it runs no more
+                self.task.cancel()
 
     async def wait(self) -> None:
         """Until the task has let go of everything (it never raises)."""
@@ -973,5 +994,7 @@ class RecordStream(Generic[R]):
 def _abandon(loop: asyncio.AbstractEventLoop, run: _Fetching) -> None:
     """A stream was garbage-collected unclosed: stop its fetching, on its loop (the collector
     may run in any thread)."""
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs any more
+    try:
         loop.call_soon_threadsafe(run.stop)
+    except RuntimeError:  # the loop is closed: nothing runs any more, close the ends here
+        run.stop()

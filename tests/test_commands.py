@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from simproc import SimProcess, bulkopens, lines_in, simulator
@@ -296,3 +297,40 @@ def test_other_settings_on_an_out_are_named_as_a_person_reads_them(
     assert "--strategy contact -> auto" in again.stderr
     assert "None" not in again.stderr
     assert "'" not in again.stderr.split("(", 1)[1]
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+def test_check_proves_the_key_the_token_and_the_host_with_one_request(sim: SimProcess) -> None:
+    sim.reset_stats()
+    done = bulkopens("check", env=sim.env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"bulkopens: ok: {sim.url} answered as the Constant Contact")
+    assert sim.stats()["requests"] == 1
+    refused = bulkopens("check", "--api-key", "not-the-key", env=sim.env())
+    assert refused.returncode == 3
+    assert "not-the-key" not in refused.stderr + refused.stdout
+    assert refused.stderr.startswith("bulkopens: error: authentication failed")
+
+
+def test_check_says_when_the_host_is_dead_or_not_the_api(tmp_path: Path) -> None:
+    from hostile import Hostile, mode
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTCT_")}
+    env.update(CTCT_API_KEY="k" * 12, CTCT_ACCESS_TOKEN="t" * 12)
+    dead = bulkopens("check", "--base-url", "http://127.0.0.1:9", env=env)
+    assert dead.returncode == 69
+    assert "127.0.0.1:9" in dead.stderr
+    assert "refused" in dead.stderr
+
+    @mode("html-404")
+    async def html_404(request: Any, server: Hostile) -> Any:
+        from aiohttp import web
+
+        return web.Response(status=404, text="<html>nothing here</html>", content_type="text/html")
+
+    with Hostile("html-404") as server:
+        wrong = bulkopens("check", "--base-url", server.url, env=env)
+    assert wrong.returncode == 69
+    assert "the Constant Contact API" in wrong.stderr

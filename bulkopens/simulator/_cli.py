@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options to ``parser``; bad values make the parser exit with usage."""
     d = _DEFAULTS
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    add("--host", default="127.0.0.1", help="address to bind")
     add("--port", type=_bounded_int(0, 65535), default=8080, help="port; 0 picks a free one")
     add("--seed", type=int, default=d.seed, help="dataset and fault seed")
     add("--contacts", type=_bounded_int(1, MAX_CONTACTS), default=d.contacts,
