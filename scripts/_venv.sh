@@ -9,6 +9,7 @@ py=${PYTHON:-python3}
 }
 venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
+    echo "bulkopens: first run: making .venv and installing bulkopens into it (about 30 s)..." >&2
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
 fi
@@ -18,6 +19,7 @@ spec="$root"
 stamp="$venv/.installed-${extra:-base}-compat"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+    echo "bulkopens: installing bulkopens${extra:+ with its $extra tools} into .venv..." >&2
     # editable_mode=compat: a plain path entry, which a type checker follows (setuptools'
     # default editable install is an import hook that mypy and pyright cannot see through).
     # The build backend's own notices (editable mode) are not the user's concern.
