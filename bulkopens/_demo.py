@@ -108,9 +108,12 @@ def run_demo(args: argparse.Namespace) -> int:
         fresh=True,
         quiet=args.quiet,
     )
+    lines = args.contacts + UNKNOWN_IDS + 1 + len(JUNK_LINES)
     banner = (
         f"bulkopens demo: a simulated account of {args.contacts:,} contacts at "
         f"http://127.0.0.1:{port} (100 requests/s allowed; faults injected)\n"
+        f"its list {contacts_file} has {lines:,} lines: the {args.contacts:,} contacts, "
+        f"{UNKNOWN_IDS} unknown ids, a duplicate and {len(JUNK_LINES)} junk lines\n"
         f"fetching their opens into {out}/ ..."
     )
     code = run_fetch(fetch_args, banner=banner, around=simulator)
