@@ -629,6 +629,9 @@ def run_fetch(
         return _plan_only(client, source, args, loop_options, redact)
     if banner and not args.quiet:
         console.emit("start", banner)
+    resuming = None if args.quiet or args.fresh else _resuming(args.out, args.incremental)
+    if resuming is not None:
+        console.emit("resume", resuming)
     try:
         try:
             summary = anyio.run(_fetch, client, source, args, around, backend_options=loop_options)
@@ -674,6 +677,26 @@ def run_fetch(
         where = os.path.join(args.out, "errors.ndjson")
         console.emit("failures", f"bulkopens: {', '.join(said)}: see {where}", level="warning")
     return EXIT_FAILED_CONTACTS if failed or invalid else EXIT_OK
+
+
+def _resuming(out: str, incremental: bool) -> str | None:
+    """One line when this fetch resumes a run that --out holds (None for a new run)."""
+    from pathlib import Path
+
+    from bulkopens._status import read_status
+
+    try:
+        status = read_status(Path(out))
+    except ConfigurationError:
+        return None
+    if status.get("run") is None or status["complete"]:
+        return None  # a new run (after a complete one, --incremental starts run N+1)
+    items = status["items"]
+    return (
+        f"bulkopens: resuming run {status['run']} (attempt {status['attempt'] + 1}): "
+        f"{items['done']:,} {status['unit']} done earlier, {items['from_cursor']:,} to go on "
+        f"from a cursor, {status['records']:,} records already written"
+    )
 
 
 def _plan_only(

@@ -66,12 +66,17 @@ def _read(db: sqlite3.Connection, out: Path, state_dir: Path) -> dict[str, Any]:
             "oldest_activity": oldest,
             "newest_activity": newest,
         }
-    items = dict.fromkeys(_STATUS_NAMES.values(), 0)
+    items = dict.fromkeys([*_STATUS_NAMES.values(), "from_cursor", "invalid"], 0)
     if run_row is not None:
         for status, n in db.execute(
             "SELECT status, COUNT(*) FROM contacts WHERE run = ? GROUP BY status", (run_row[0],)
         ):
             items[_STATUS_NAMES.get(status, "pending")] += n
+        (items["from_cursor"],) = db.execute(
+            "SELECT COUNT(*) FROM contacts WHERE run = ? AND status IN (0, 2) "
+            "AND cursor IS NOT NULL",
+            (run_row[0],),
+        ).fetchone()
         (items["invalid"],) = db.execute(
             "SELECT COUNT(*) FROM invalid WHERE run = ?", (run_row[0],)
         ).fetchone()

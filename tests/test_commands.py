@@ -65,8 +65,10 @@ def test_status_watches_a_running_job_then_a_killed_one_then_a_finished_one(
     assert killed["running"] is False
     assert "stopped" in bulkopens("status", str(out)).stdout
 
-    done = bulkopens(*[a if a != "20" else "0" for a in args], env=slow_sim.env())
+    again = [a if a != "20" else "0" for a in args if a != "--quiet"]
+    done = bulkopens(*again, env=slow_sim.env())
     assert done.returncode == 0, done.stderr
+    assert "bulkopens: resuming run 1 (attempt 2): " in done.stderr
     final = json.loads(bulkopens("status", str(out), "--json").stdout)
     assert final["complete"] is True
     assert final["attempt"] == 2
