@@ -199,7 +199,7 @@ def test_an_orphan_the_tool_did_not_make_is_refused_and_kept(tmp_path: Path) -> 
     (tmp_path / "opens-00001.ndjson").write_bytes(b'{"a":1}\n{"a":2}\n')
     (tmp_path / "opens-00002.ndjson").write_bytes(b'{"b":1}\n')  # not the tool's
     files = RecordFiles(tmp_path, "opens", max_bytes=10)
-    with pytest.raises(ConfigurationError, match="opens-00002.ndjson"):
+    with pytest.raises(ConfigurationError, match=r"opens-00002\.ndjson"):
         files.recover({"opens-00001.ndjson": 8})
     assert (tmp_path / "opens-00001.ndjson").read_bytes() == b'{"a":1}\n{"a":2}\n'
     assert (tmp_path / "opens-00002.ndjson").read_bytes() == b'{"b":1}\n'
