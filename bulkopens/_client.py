@@ -586,7 +586,7 @@ class Client:
             "report": settings.report,
             "since": settings.since,
             "base_url": settings.base_url,
-            **job.fingerprint(contacts),
+            **job.fingerprint(),
         }
         store = AsyncStore(
             await anyio.to_thread.run_sync(

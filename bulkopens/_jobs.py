@@ -71,16 +71,15 @@ class Job:
         """Whether the planner runs (and so the contact ids are read whole first)."""
         return self.mode == "contact" and self.strategy != "contact"
 
-    def fingerprint(self, contacts: ContactSet | None) -> dict[str, Any]:
+    def fingerprint(self) -> dict[str, Any]:
         """What must not change between attempts on one --out, beyond report/since/base_url.
-        Empty for the original contact mode, so its existing state stays valid."""
+        Empty for the original contact mode, so its existing state stays valid. The set of
+        contacts may change (a list that grows every night): see :func:`feed`."""
         extra: dict[str, Any] = {}
         if self.mode == "campaign":
             extra["mode"] = "campaign"
         if self.strategy != "contact":
             extra["strategy"] = self.strategy
-        if contacts is not None:
-            extra["contacts"] = contacts.digest()
         return extra
 
 
@@ -119,9 +118,13 @@ async def feed(
     kept: str | None = None
     if store is not None:
         kept = await store.call(store.sync.plan)
+    if store is not None and kept == "campaign":
+        await _check_added(store, contacts)
     plan = await plan_job(job, settings, fetcher, stats, contacts, kept)
     if store is not None and kept is None:
         await store.call(store.sync.save_plan, plan.path)
+    if store is not None and plan.path == "campaign":
+        await store.call(store.sync.save_planned_contacts, contacts.ids)
     if on_plan is not None:
         on_plan(plan)
     if plan.path == "contact":
@@ -131,6 +134,27 @@ async def feed(
     if store is not None and contacts.invalid:
         await store.call(store.sync.add_invalid, contacts.invalid)
     return Feed(list(plan.campaign_ids), "campaign", contacts.ids, plan)
+
+
+async def _check_added(store: AsyncStore, contacts: ContactSet) -> None:
+    """On the campaign path, contacts may leave the list (they are simply not kept) but not
+    join it: each campaign is asked only for what is new since the last run, so a joining
+    contact's earlier activity would be missed without a word. The contact path has no such
+    limit (a new contact is fetched whole), so it never comes here."""
+    before = await store.call(store.sync.planned_contacts)
+    if before is None:  # an --out of an earlier version: its settings held the set's digest
+        digest = await store.call(store.sync.contacts_digest)
+        if digest is None or digest == contacts.digest():
+            return
+        before = frozenset()  # which ones joined is unknown: all of them, for the message
+    added = len(contacts.ids - before)
+    if added:
+        raise ConfigurationError(
+            f"{added:,} contact{'s were' if added != 1 else ' was'} added to the list since this "
+            "--out's first run, which took the campaign path (each campaign is asked only for "
+            "what is new, so their earlier activity would be missed): fetch them into their "
+            "own --out, or start this one over with --fresh"
+        )
 
 
 async def plan_job(

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS contacts (
     http_status INTEGER, error_key TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS invalid (
     raw TEXT NOT NULL, run INTEGER NOT NULL, PRIMARY KEY (raw, run));
+CREATE TABLE IF NOT EXISTS planned_contacts (id INTEGER PRIMARY KEY);
 """
 
 
@@ -118,6 +119,12 @@ _SETTING_NAMES = {
     "mode": ("the mode", "contacts"),
     "strategy": ("--strategy", "contact"),
 }
+
+
+def _tied(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The settings a state is tied to. The set of contacts is not one of them (states of
+    earlier versions carry its digest): a planned job checks it itself (see _jobs.feed)."""
+    return {k: v for k, v in fingerprint.items() if k != "contacts"}
 
 
 def _setting_change(key: str, before: Any, after: Any) -> str:
@@ -289,7 +296,7 @@ class Store:
                 "this --out was written by another version of bulkopens; use --fresh"
             )
         stored = self._meta("settings")
-        if stored is not None and stored != wanted:
+        if stored is not None and _tied(json.loads(stored)) != _tied(fingerprint):
             before = json.loads(stored)
             diff = ", ".join(
                 _setting_change(k, before.get(k), fingerprint.get(k))
@@ -486,6 +493,29 @@ class Store:
     def save_plan(self, path: str) -> None:
         """Keep the planner's choice: resumes and incremental runs take the same path."""
         self._set_meta("plan", path)
+        self._db.commit()
+
+    def contacts_digest(self) -> str | None:
+        """The digest of the contact set that states of earlier versions were tied to."""
+        stored = self._meta("settings")
+        digest = json.loads(stored).get("contacts") if stored else None
+        return str(digest) if digest else None
+
+    def planned_contacts(self) -> frozenset[str] | None:
+        """The contacts of the last planned attempt (``--strategy auto`` or ``campaign``), or
+        None if no attempt stored them."""
+        if self._meta("planned_contacts") is None:
+            return None
+        return frozenset(str(i) for (i,) in self._db.execute("SELECT id FROM planned_contacts"))
+
+    @_writes
+    def save_planned_contacts(self, ids: frozenset[str]) -> None:
+        """Keep this attempt's contacts: the next attempt tells which were added since."""
+        self._db.execute("DELETE FROM planned_contacts")
+        self._db.executemany(
+            "INSERT INTO planned_contacts (id) VALUES (?)", ((int(i),) for i in ids)
+        )
+        self._set_meta("planned_contacts", str(len(ids)))
         self._db.commit()
 
     @_writes

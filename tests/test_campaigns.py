@@ -215,14 +215,33 @@ async def test_the_chosen_path_is_kept_and_other_settings_are_refused(
         assert again.contacts_skipped == 6
         for refused in (
             {"contact_ids": wanted, "strategy": "contact"},
-            {"contact_ids": wanted[1:], "strategy": "auto"},
             {"contact_ids": wanted, "strategy": "campaign"},
         ):
             with pytest.raises(bo.ConfigurationError, match="other settings"):
                 await c.export(out_dir=tmp_path, **refused)  # type: ignore[arg-type]
         with pytest.raises(bo.ConfigurationError, match="other settings"):
             await c.export_campaigns(bo.SENT, tmp_path)
+        # A contact may leave the list; one may not join it on the campaign path (its earlier
+        # activity would be missed), and that is said in one clear message.
+        smaller = await c.export(wanted[1:], tmp_path, strategy="auto")
+        assert smaller.requests == 1
+        with pytest.raises(bo.ConfigurationError, match="2 contacts were added to the list"):
+            await c.export([*wanted, "999"], tmp_path, strategy="auto", incremental=True)
     assert_same(output(tmp_path), sim.truth("opens", wanted))
+
+
+async def test_a_list_that_grows_joins_an_incremental_run_on_the_contact_path(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    async with client(sim) as c:
+        first = await c.export(["1", "2"], tmp_path, strategy="auto")
+        assert first.plan is not None
+        assert first.plan["path"] == "contact"
+        grown = await c.export(["1", "2", "3"], tmp_path, strategy="auto", incremental=True)
+        assert grown.status == "complete"
+        shrunk = await c.export(["2", "3"], tmp_path, strategy="auto", incremental=True)
+        assert shrunk.status == "complete"
+    assert_same(output(tmp_path), sim.truth("opens", ["1", "2", "3"]))
 
 
 async def test_auto_iterator_uses_the_plan(sim: Simulator) -> None:
