@@ -3,8 +3,9 @@
 Library use::
 
     async with bulkopens.Client(api_key, token) as client:
-        async for record in client.records(contact_ids):
-            ...
+        async with client.records(contact_ids) as stream:
+            async for record in stream:
+                ...
         summary = await client.export(contact_ids, "out/")
         summary = await client.export_campaigns(bulkopens.SENT, "campaign-out/")
 """
@@ -33,37 +34,81 @@ from bulkopens._exceptions import (
     ThrottledError,
     TransientError,
 )
+from bulkopens._log import LOGGER_NAME
 from bulkopens._reports import REPORTS
-from bulkopens._stats import Progress
-from bulkopens._writer import ContactFailed
+from bulkopens._stats import Progress, RequestMetrics
+from bulkopens._types import (
+    ActivityRecord,
+    BounceRecord,
+    CampaignActivitySummary,
+    CampaignReportName,
+    CampaignSummary,
+    ClickRecord,
+    ContactSummary,
+    ForwardRecord,
+    Ids,
+    OpenRecord,
+    Record,
+    ReportName,
+    RunStatus,
+    SendRecord,
+    UnsubscribeRecord,
+)
+from bulkopens._writer import Failure
 
 __version__ = _version("bulkopens")
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "LOGGER_NAME",
     "REPORTS",
     "SENT",
+    "ActivityRecord",
     "AuthenticationError",
+    "BounceRecord",
     "BulkOpensError",
+    "CampaignActivitySummary",
+    "CampaignReportName",
+    "CampaignSummary",
+    "ClickRecord",
     "Client",
     "ConfigurationError",
     "ContactError",
-    "ContactFailed",
     "ContactNotFound",
+    "ContactSummary",
+    "Failure",
     "ForeignNextLink",
+    "ForwardRecord",
+    "Ids",
     "InvalidContactId",
+    "OpenRecord",
     "OutputError",
     "Plan",
     "Progress",
     "QuotaExhausted",
+    "Record",
     "RecordStream",
+    "ReportName",
+    "RequestMetrics",
     "RetriesExhausted",
     "RetryableError",
+    "RunStatus",
     "RunStopped",
+    "SendRecord",
     "Settings",
     "Summary",
     "ThrottledError",
     "TransientError",
+    "UnsubscribeRecord",
     "__version__",
     "parse_contact_id",
 ]
+
+
+# Public classes say where to find them: ``bulkopens.QuotaExhausted`` in tracebacks and reprs,
+# not the private module that defines them.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("bulkopens._"):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -25,23 +26,31 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from yarl import URL
 
 from bulkopens._config import Settings, parse_contact_id
-from bulkopens._exceptions import ConfigurationError, ContactError, RunStopped
-from bulkopens._http import Transport
+from bulkopens._exceptions import (
+    ConfigurationError,
+    ContactError,
+    ContactNotFound,
+    RunStopped,
+    TransientError,
+)
+from bulkopens._http import Page, Transport
 from bulkopens._ids import StringIdPages
+from bulkopens._log import http_log, run_log
 from bulkopens._pagination import PageBatch, Work, walk
-from bulkopens._ratelimit import Pacer
+from bulkopens._ratelimit import Gate, Pacer
 from bulkopens._redact import Redactor
 from bulkopens._reports import Scope
 from bulkopens._retry import PageFetcher, RetryPolicy
 from bulkopens._state import AsyncStore, Claim
-from bulkopens._stats import Progress, Stats
+from bulkopens._stats import Progress, RequestMetrics, Stats, last_status
 from bulkopens._summaries import walk_summary
 from bulkopens._writer import ContactFailed, InvalidInput, Result, Sink
 
@@ -55,8 +64,10 @@ class IdBatches(Protocol):
 
 IdSource = Iterable[str] | AsyncIterable[str]
 ProgressHook = Callable[[Progress], None]
+RequestHook = Callable[[RequestMetrics], None]
 T = TypeVar("T")
 R = TypeVar("R")
+E = TypeVar("E", bound=MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any])
 
 _MAX_RAW = 80  # an invalid input line is reported shortened to this many characters
 _CLAIM_BATCH = 512
@@ -72,26 +83,101 @@ class RunOptions:
     progress_interval: float = 0.5
     scope: Scope = "contact"  # whose report each id names
     keep: frozenset[str] | None = None  # write only the records of these contacts
+    workers: int | None = None  # this call's workers; None = settings.workers
+    # A stream's read-ahead bound: a credit is taken before each page is requested and given
+    # back when the page reaches the consumer (or comes to nothing). None = no bound (files).
+    credits: anyio.Semaphore | None = None
 
 
 class _Stopper:
-    """Keeps the first run-stopping error and cancels the run."""
+    """Keeps the first error that ends the run (a run-stopping one, or the caller's own from an
+    id source or a hook, raised as it is) and cancels the run."""
 
     def __init__(self, scope: anyio.CancelScope) -> None:
         self._scope = scope
-        self.error: RunStopped | None = None
+        self.error: Exception | None = None
+        self.by_caller = False  # the error is the caller's own
 
     def stop(self, error: RunStopped) -> None:
+        run_log.error("the run stops: %s", error)
+        self._end(error)
+
+    def fail(self, error: Exception, where: str) -> None:
+        """The caller's own code (``where``) raised ``error``: stop, and raise it unwrapped."""
+        run_log.error("%s raised %s; the run stops", where, type(error).__name__)
+        self.by_caller = self.by_caller or self.error is None
+        self._end(error)
+
+    def _end(self, error: Exception) -> None:
         if self.error is None:
             self.error = error
         self._scope.cancel()
 
 
+class GatedTransport(Transport):
+    """A transport whose every request passes the client's :class:`Gate` (a slot, then the
+    pacer's grant, right before the request goes on the wire), and is logged and reported to
+    the request metrics hook (path, status, timings; never the query, which holds the key)."""
+
+    __slots__ = ("_gate", "_on_request")
+
+    def bind(self, gate: Gate, on_request: RequestHook | None) -> GatedTransport:
+        self._gate = gate
+        self._on_request = on_request
+        return self
+
+    async def _body(self, url: URL) -> bytes:
+        gate = self._gate
+        asked = time.perf_counter()
+        await gate.enter()
+        started = time.perf_counter()
+        last_status.set(None)
+        error: BaseException | None = None
+        try:
+            return await super()._body(url)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            gate.leave()
+            self._report(url.path, asked, started, error)
+
+    def _report(self, path: str, asked: float, started: float, error: BaseException | None) -> None:
+        done = time.perf_counter()
+        status = last_status.get()
+        if error is None:
+            http_log.debug("GET %s: %s in %.0f ms", path, status, (done - started) * 1000)
+        elif isinstance(error, ContactNotFound):
+            http_log.info("GET %s: not found (404); this item fails, the run goes on", path)
+        elif isinstance(error, TransientError):
+            http_log.info("GET %s failed, retried after a backoff: %s", path, error)
+        elif not isinstance(error, Exception):
+            return  # cancelled: there was no answer to report
+        if self._on_request is None:
+            return
+        metrics = RequestMetrics(
+            path=path,
+            status=status,
+            seconds=done - started,
+            waited=started - asked,
+            error=None if error is None else type(error).__name__,
+        )
+        try:
+            self._on_request(metrics)
+        except Exception:  # a metrics hook must never break a fetch
+            run_log.exception("the on_request hook raised; ignored")
+
+
 def build_fetcher(
-    settings: Settings, session: aiohttp.ClientSession, pacer: Pacer, stats: Stats
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    gate: Gate,
+    stats: Stats,
+    on_request: RequestHook | None = None,
 ) -> PageFetcher:
-    """The request path of one run: transport, pacer, retries, counted in ``stats``."""
-    transport = Transport(
+    """The request path of one call: transport, the client's gate (slots and pacer), retries,
+    counted in ``stats``; each request is reported to ``on_request``."""
+    transport = GatedTransport(
         session,
         base=settings.base,
         api_key=settings.api_key,
@@ -99,9 +185,16 @@ def build_fetcher(
         redact=Redactor(settings.api_key, settings.token),
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
+        request_timeout=settings.request_timeout,
+        max_page_bytes=settings.max_page_bytes,
         responses=stats.responses,
-    )
-    return PageFetcher(transport, pacer, RetryPolicy(settings.max_retries), stats)
+    ).bind(gate, on_request)
+    return PageFetcher(transport, gate.pacer, RetryPolicy(settings.max_retries), stats)
+
+
+def new_gate(rate: float, slots: int) -> Gate:
+    """A client's gate: ``slots`` requests in flight, their starts paced at ``rate``."""
+    return Gate(Pacer(rate, deferred=True), slots)
 
 
 async def map_concurrently(
@@ -133,81 +226,158 @@ async def run_pipeline(
     settings: Settings,
     ids: IdSource,
     sink: Sink,
-    store: AsyncStore,
+    store: AsyncStore | None,
     session: aiohttp.ClientSession,
     stats: Stats,
     options: RunOptions,
     *,
-    pacer: Pacer | None = None,
+    gate: Gate,
     fetcher: PageFetcher | None = None,
 ) -> None:
-    """Fetch every id's report into ``sink``. Raises the first RunStopped error, if any.
+    """Fetch every id's report into ``sink``. Raises the first RunStopped error, if any, or
+    the caller's own exception from the id source or the progress hook, unwrapped.
 
-    ``fetcher`` (from :func:`build_fetcher`) shares its pacer and counters with the caller's
-    own requests (the planner's); by default one is made from ``session`` and ``pacer``.
+    ``store`` decides what each id needs (dedupe, resume); None keeps that in memory (each
+    distinct id once, from page one), as an iterator needs. ``gate`` is the client's, shared
+    by all its calls. ``fetcher`` (from :func:`build_fetcher`) shares the gate and counters
+    with the caller's own requests (the planner's); by default one is made from ``session``.
     """
-    pacer = pacer or Pacer(settings.rate)
-    fetcher = fetcher or build_fetcher(settings, session, pacer, stats)
-    workers = settings.workers
+    fetcher = fetcher or build_fetcher(settings, session, gate, stats)
+    pacer = gate.pacer
+    workers = options.workers or settings.workers
+    run_log.info(
+        "%s report: started (%d workers, %s)",
+        settings.report,
+        workers,
+        f"{pacer.rate:.3g} requests/s" if pacer.rate != float("inf") else "no rate limit",
+    )
+    # Every stream end made here, closed here too: a task cancelled before its first step
+    # never runs the ``async with`` that would close the ends it was handed.
+    ends: list[MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any]] = []
+
+    def end(stream: E) -> E:
+        ends.append(stream)
+        return stream
+
     with anyio.CancelScope() as scope:
         stopper = _Stopper(scope)
-        async with anyio.create_task_group() as tg:
-            id_tx, id_rx = anyio.create_memory_object_stream[list[str]](2)  # lists of ids
-            work_tx, work_rx = anyio.create_memory_object_stream[Work](workers)
-            result_tx, result_rx = anyio.create_memory_object_stream[Result](workers * 4)
-            tg.start_soon(_read, ids, id_tx)
-            tg.start_soon(_claim, id_rx, work_tx, result_tx.clone(), store, stats, options)
-            pages_of = item_walker(settings, options, fetcher, lines=sink.wants_lines)
-            for _ in range(workers):
-                tg.start_soon(_work, pages_of, work_rx.clone(), result_tx.clone(), stats, stopper)
-            work_rx.close()
-            result_tx.close()
-            sink_done = anyio.Event()
-            tg.start_soon(_sink, sink, result_rx, stopper, sink_done)
-            if options.on_progress is not None:
-                tg.start_soon(_tick, options.on_progress, options, stats, pacer, sink_done)
+        try:
+            async with anyio.create_task_group() as tg:
+                id_tx, id_rx = anyio.create_memory_object_stream[list[str]](2)
+                work_tx, work_rx = anyio.create_memory_object_stream[Work](workers)
+                result_tx, result_rx = anyio.create_memory_object_stream[Result](workers * 4)
+                ends.extend((id_tx, id_rx, work_tx, work_rx, result_tx, result_rx))
+                tg.start_soon(_read, ids, id_tx, stopper)
+                results = end(result_tx.clone())
+                tg.start_soon(_claim, id_rx, work_tx, results, store, stats, options)
+                pages_of = item_walker(settings, options, fetcher, lines=sink.wants_lines)
+                for _ in range(workers):
+                    work, results = end(work_rx.clone()), end(result_tx.clone())
+                    tg.start_soon(_work, pages_of, work, results, stats, stopper)
+                work_rx.close()
+                result_tx.close()
+                sink_done = anyio.Event()
+                tg.start_soon(_sink, sink, result_rx, stopper, sink_done)
+                if options.on_progress is not None:
+                    hook = options.on_progress
+                    tg.start_soon(_tick, hook, options, stats, pacer, sink_done, stopper)
+        finally:
+            for stream_end in ends:
+                stream_end.close()
     stats.finished = True
-    if options.on_progress is not None:
-        options.on_progress(stats.snapshot(pacer.rate))
+    snap = stats.snapshot(pacer.rate)
+    run_log.info(
+        "%s report: %s; %d %s done, %d failed, %d skipped, %d invalid; %d records, "
+        "%d requests, %d retries, %d throttles in %.1f s",
+        settings.report,
+        "stopped" if stopper.error is not None else "finished",
+        snap.contacts_done,
+        snap.unit,
+        snap.contacts_failed,
+        snap.contacts_skipped,
+        snap.contacts_invalid,
+        snap.records,
+        snap.requests,
+        snap.retries,
+        snap.throttles,
+        snap.elapsed,
+    )
+    if options.on_progress is not None and not stopper.by_caller:
+        options.on_progress(snap)
     if stopper.error is not None:
         raise stopper.error
 
 
 async def _tick(
-    hook: ProgressHook, options: RunOptions, stats: Stats, pacer: Pacer, done: anyio.Event
+    hook: ProgressHook,
+    options: RunOptions,
+    stats: Stats,
+    pacer: Pacer,
+    done: anyio.Event,
+    stopper: _Stopper,
 ) -> None:
     """Report progress every ``progress_interval`` until the sink has finished."""
     while not done.is_set():
-        hook(stats.snapshot(pacer.rate))
+        try:
+            hook(stats.snapshot(pacer.rate))
+        except Exception as exc:
+            stopper.fail(exc, "the on_progress hook")
+            return
         with anyio.move_on_after(options.progress_interval):
             await done.wait()
 
 
-async def _read(ids: IdSource, out: MemoryObjectSendStream[list[str]]) -> None:
+async def _read(ids: IdSource, out: MemoryObjectSendStream[list[str]], stopper: _Stopper) -> None:
     """Pass the input on in lists: whole batches where the source allows it, so the store
-    is asked about many ids per thread hop."""
+    is asked about many ids per thread hop. An error of the source stops the run and is
+    raised as it is."""
     async with out:
-        if isinstance(ids, IdBatches):
-            async for chunk in ids.batches():
-                await out.send(chunk)
-        elif isinstance(ids, AsyncIterable):
-            async for raw in ids:  # a general async source may stall: never hold ids back
-                await out.send([raw])
-        else:
-            source = iter(ids)
-            while chunk := list(itertools.islice(source, _CLAIM_BATCH)):
-                await out.send(chunk)
+        try:
+            if isinstance(ids, IdBatches):
+                async for chunk in ids.batches():
+                    await out.send(chunk)
+            elif isinstance(ids, AsyncIterable):
+                async for raw in ids:  # a general async source may stall: never hold ids back
+                    await out.send([raw])
+            else:
+                source = iter(ids)
+                while chunk := list(itertools.islice(source, _CLAIM_BATCH)):
+                    await out.send(chunk)
+        except Exception as exc:
+            stopper.fail(exc, "the id source")
+
+
+class MemoryClaims:
+    """What an iterator needs of the state store, kept in memory: each distinct id is fetched
+    once, from page one (a set of the ids seen: tens of bytes an id)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def claim(self, ids: Sequence[str], *, since: str | None) -> list[Claim]:
+        out: list[Claim] = []
+        seen = self._seen
+        for cid in ids:
+            if cid in seen:
+                out.append(Claim(cid, None, "duplicate"))
+            else:
+                seen.add(cid)
+                out.append(Claim(cid, Work(cid, None, since)))
+        return out
 
 
 async def _claim(
     ids: MemoryObjectReceiveStream[list[str]],
     work_out: MemoryObjectSendStream[Work],
     results: MemoryObjectSendStream[Result],
-    store: AsyncStore,
+    store: AsyncStore | None,
     stats: Stats,
     options: RunOptions,
 ) -> None:
     """Validate ids, ask the store what to do with each (dedupe, resume), and queue the work."""
+    memory = MemoryClaims() if store is None else None
     async with ids, work_out, results:
         while True:
             try:
@@ -227,11 +397,16 @@ async def _claim(
                     valid.append(cid)
             if not valid:
                 continue
-            claims: list[Claim] = await store.call(
-                lambda v=valid: store.sync.claim(
-                    v, since=options.since, retry_failed=options.retry_failed
+            claims: list[Claim]
+            if store is None:
+                assert memory is not None
+                claims = memory.claim(valid, since=options.since)
+            else:
+                claims = await store.call(
+                    lambda v=valid: store.sync.claim(
+                        v, since=options.since, retry_failed=options.retry_failed
+                    )
                 )
-            )
             for claim in claims:
                 if claim.work is not None:
                     stats.contacts_seen += 1
@@ -274,14 +449,96 @@ async def _work(
             except RunStopped as exc:
                 stopper.stop(exc)
                 return
+            except Exception as exc:  # one bad answer fails one item, never the run
+                await results.send(ContactFailed(work.contact_id, _unexpected(exc), work))
+
+
+def _unexpected(exc: Exception) -> ContactError:
+    """An error no answer should have caused (a bug, or an answer nobody foresaw), as a failure
+    of this one item that the next run retries. Its text names the type only: a message could
+    carry what the server sent."""
+    error = ContactError(
+        f"unexpected error while processing this item ({type(exc).__name__}); the next run "
+        "retries it, please report it if it repeats",
+        error_key="bulkopens.unexpected",
+    )
+    error.permanent = False
+    return error
+
+
+class AnyFetcher(Protocol):
+    """What a walk asks of its fetcher (PageFetcher, or a stream's credited one)."""
+
+    async def fetch(self, url: URL) -> Page: ...
+
+    async def fetch_object(self, url: URL) -> dict[str, Any]: ...
+
+    async def fetch_list(self, url: URL) -> list[dict[str, Any]]: ...
+
+
+class _Credited:
+    """A fetcher that takes a read-ahead credit before each request. A page that arrives keeps
+    its credit (``taken``) until it reaches the consumer; a request that fails gives it back."""
+
+    __slots__ = ("_credits", "_fetcher", "taken")
+
+    def __init__(self, fetcher: AnyFetcher, credits: anyio.Semaphore) -> None:
+        self._fetcher = fetcher
+        self._credits = credits
+        self.taken = 0
+
+    async def _call(self, get: Callable[[URL], Awaitable[T]], url: URL) -> T:
+        await self._credits.acquire()
+        try:
+            answer = await get(url)
+        except BaseException:
+            self._credits.release()
+            raise
+        self.taken += 1
+        return answer
+
+    async def fetch(self, url: URL) -> Page:
+        return await self._call(self._fetcher.fetch, url)
+
+    async def fetch_object(self, url: URL) -> dict[str, Any]:
+        return await self._call(self._fetcher.fetch_object, url)
+
+    async def fetch_list(self, url: URL) -> list[dict[str, Any]]:
+        return await self._call(self._fetcher.fetch_list, url)
 
 
 def item_walker(
-    settings: Settings, options: RunOptions, fetcher: PageFetcher, *, lines: bool = False
+    settings: Settings, options: RunOptions, fetcher: AnyFetcher, *, lines: bool = False
 ) -> Callable[[Work], AsyncGenerator[PageBatch, None]]:
     """How a worker fetches one work item: every page of an activity report, or the one
     answer of a summary report. Records of campaign-tracking answers get string ids. With
-    ``lines``, activity pages come serialised (PageBatch.lines), as a file sink wants them."""
+    ``lines``, activity pages come serialised (PageBatch.lines), as a file sink wants them.
+
+    With ``options.credits`` (a stream), every request first takes a read-ahead credit; each
+    page yielded carries one on to the sink, and the credits of answers that yielded no page
+    (a walk that stopped on a bad answer) are given back when the walk ends."""
+    credits = options.credits
+    if credits is None:
+        return _walker(settings, options, fetcher, lines)
+
+    async def credited(work: Work) -> AsyncGenerator[PageBatch, None]:
+        held = _Credited(fetcher, credits)
+        try:
+            walker = _walker(settings, options, held, lines)
+            async with contextlib.aclosing(walker(work)) as pages:
+                async for page in pages:
+                    held.taken -= 1
+                    yield page
+        finally:
+            for _ in range(held.taken):
+                credits.release()
+
+    return credited
+
+
+def _walker(
+    settings: Settings, options: RunOptions, fetcher: AnyFetcher, lines: bool
+) -> Callable[[Work], AsyncGenerator[PageBatch, None]]:
     base, report, page_size = settings.base, settings.report_spec, settings.page_size
     scope, keep = options.scope, options.keep
     if not report.paged:
@@ -289,8 +546,18 @@ def item_walker(
             fetcher, base, report, work, page_size, scope=scope, keep=keep
         )
     pages = StringIdPages(fetcher) if scope == "campaign" else fetcher
+    max_pages, secrets = settings.max_pages, (settings.api_key, settings.token)
     return lambda work: walk(
-        pages, base, report, work, page_size, scope=scope, keep=keep, lines=lines
+        pages,
+        base,
+        report,
+        work,
+        page_size,
+        scope=scope,
+        keep=keep,
+        lines=lines,
+        max_pages=max_pages,
+        secrets=secrets,
     )
 
 
