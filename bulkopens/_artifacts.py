@@ -27,6 +27,7 @@ from bulkopens._disk import open_new, refuse_link, write_error
 from bulkopens._exceptions import ConfigurationError, RunStopped
 from bulkopens._files import RecordFiles
 from bulkopens._state import Store
+from bulkopens._types import RunStatus
 
 SUMMARY = "summary.json"
 ERRORS = "errors.ndjson"
@@ -39,7 +40,7 @@ class Summary:
 
     # complete | incomplete | interrupted | quota_exhausted | auth_failed | config_error |
     # output_error
-    status: str
+    status: RunStatus
     report: str
     contacts_done: int
     contacts_failed: int
