@@ -19,6 +19,7 @@ from bulkopens._campaigns import SENT, Plan
 from bulkopens._client import Client, RecordStream
 from bulkopens._config import DEFAULT_BASE_URL, Settings, parse_contact_id
 from bulkopens._exceptions import (
+    AnswerTooLarge,
     AuthenticationError,
     BulkOpensError,
     ConfigurationError,
@@ -31,6 +32,7 @@ from bulkopens._exceptions import (
     RetriesExhausted,
     RetryableError,
     RunStopped,
+    ServiceUnavailable,
     ThrottledError,
     TransientError,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "REPORTS",
     "SENT",
     "ActivityRecord",
+    "AnswerTooLarge",
     "AuthenticationError",
     "BounceRecord",
     "BulkOpensError",
@@ -95,6 +98,7 @@ __all__ = [
     "RunStatus",
     "RunStopped",
     "SendRecord",
+    "ServiceUnavailable",
     "Settings",
     "Summary",
     "ThrottledError",

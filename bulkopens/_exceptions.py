@@ -10,10 +10,13 @@
     │   ├── ContactNotFound ....... 404
     │   ├── InvalidContactId ...... not a v2 contact id; no request is made
     │   ├── ForeignNextLink ....... a next_link to another host; never followed
+    │   ├── AnswerTooLarge ........ an answer past --max-page-bytes; not read further
     │   └── RetriesExhausted ...... transient failures outlived the retry budget
     └── RunStopped ................ the whole run stops; it can be resumed
         ├── AuthenticationError ... 401, or a 403 that is not a rate limit
         ├── QuotaExhausted ........ the daily quota is spent; resets at 00:00 UTC
+        ├── ServiceUnavailable .... the host cannot be reached, is not the API, fails or
+        │                           throttles every request: stop fast, resume later
         ├── OutputError ........... the disk is full or failing; free space, run it again
         └── ConfigurationError .... 400/406, bad settings, or an --out that does not fit
             └── BadRequest ........ 400
@@ -106,6 +109,17 @@ class ForeignNextLink(ContactError):
     error_key = "bulkopens.foreign_next_link"
 
 
+class AnswerTooLarge(ContactError):
+    """An answer grew past ``max_page_bytes`` (after decompression): reading stopped there.
+
+    Not retried within the run (the same answer would be downloaded again), but not permanent
+    either: the next run tries the contact again.
+    """
+
+    permanent = False
+    error_key = "bulkopens.answer_too_large"
+
+
 class RetriesExhausted(ContactError):
     """Transient failures went on past the retry budget; the next run tries again."""
 
@@ -145,6 +159,14 @@ class OutputError(RunStopped):
     def __init__(self, message: str, *, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+
+
+class ServiceUnavailable(RunStopped):
+    """The API cannot be used right now: its host cannot be reached (refused, DNS, unreachable),
+    what answers is not the API (an HTML page, a 404 without the API's error body), or it fails
+    or throttles every request for longer than one request's retries would wait. The run stops
+    within seconds instead of spending a request per contact; every contact stays pending or
+    retryable, and the same command resumes the run."""
 
 
 class ConfigurationError(RunStopped):

@@ -2,20 +2,33 @@
 
 Every request carries the ``api_key`` query parameter and ``Authorization: Bearer``; both go only
 to the configured API host. Every aiohttp exception is translated here, at this one boundary, into
-the error tree of :mod:`bulkopens._exceptions`, with messages built from the URL path only.
+the error tree of :mod:`bulkopens._exceptions`, with messages built from the URL path only; a
+connection failure names the host, the port and the cause (``cannot connect to 127.0.0.1:1:
+connection refused``). What the server said is made printable, redacted and quoted first.
+
+Whatever a server sends, one request is bounded: the body is read in chunks, after aiohttp's
+decompression (which inflates at most a buffer's worth at a time), and reading stops at
+``max_page_bytes`` (an error answer's at 64 KiB); the whole request, connect to last byte, has
+a deadline (``request_timeout``). Answers that show the server is not the API (an HTML page, a
+404 without the API's error body) and failures to connect are raised as :class:`NotTheApi` and
+:class:`Unreachable`, which :mod:`bulkopens._retry` counts towards stopping the run.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
+from bulkopens._config import DEFAULT_MAX_PAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from bulkopens._exceptions import (
+    AnswerTooLarge,
     AuthenticationError,
     BadRequest,
     ConfigurationError,
@@ -32,7 +45,35 @@ USER_AGENT = "bulkopens (+https://pypi.org/project/bulkopens/)"
 _THROTTLE_KEYS = {"throttled", "mashery.not.authorized.over.qps"}
 _QUOTA_KEYS = {"quota_exceeded", "mashery.not.authorized.over.ratelimit"}
 _RETRY_STATUSES = {408, 425, 429}  # besides every 5xx
+# 4xx answers that mean the same whoever sends them (400 and 406 stop the run; the others are
+# retried); any other 4xx without the API's error body is not the API's.
+_NOT_FOREIGN = {400, 406} | _RETRY_STATUSES
 _MAX_ERROR_TEXT = 200
+ERROR_BODY_BYTES = 64 * 1024  # an error answer is read this far: its error_key and message
+# A Retry-After is honoured up to a minute: the API's own limits clear in a second (throttles)
+# or at midnight UTC (the quota, which has its own stop); a longer wait asked for by some
+# server is not worth holding every worker for.
+MAX_RETRY_AFTER = 60.0
+_CONNECT_CAUSES = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "timed out",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+class Unreachable(TransientError):
+    """No connection could be made to the API host (refused, DNS, unreachable, a connect
+    timeout, TLS). Retried like any transient failure; the run's breaker stops the run when the
+    host stays unreachable."""
+
+
+class NotTheApi(TransientError):
+    """An answer the API never gives: a 200 that is not its JSON (an HTML page), a 404 or other
+    4xx without its error body. Retried, never a permanent failure; the run's breaker stops the
+    run when nothing but such answers come back (another server, or a wrong --base-url)."""
 
 
 @dataclass(slots=True)
@@ -48,11 +89,16 @@ class Page:
     body: bytes | None = None
 
 
-def new_session(workers: int, connect_timeout: float, read_timeout: float) -> aiohttp.ClientSession:
-    """A session sized to the worker pool: keep-alive, connect and read timeouts."""
+def new_session(
+    workers: int,
+    connect_timeout: float,
+    read_timeout: float,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> aiohttp.ClientSession:
+    """A session sized to the worker pool: keep-alive, connect, read and whole-request timeouts."""
     connector = aiohttp.TCPConnector(limit=workers, limit_per_host=workers, keepalive_timeout=30)
     timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        total=request_timeout, sock_connect=connect_timeout, sock_read=read_timeout
     )
     return aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
@@ -62,12 +108,22 @@ def new_session(workers: int, connect_timeout: float, read_timeout: float) -> ai
 class Transport:
     """Sends one GET for one page and classifies the answer.
 
-    ``get`` returns a :class:`Page` (``get_object``: a JSON object) or raises: TransientError,
-    ThrottledError, QuotaExhausted, AuthenticationError, ConfigurationError, or ContactError
-    (404, other 4xx).
+    ``get`` returns a :class:`Page` (``get_object``: a JSON object) or raises: TransientError
+    (Unreachable, NotTheApi among them), ThrottledError, QuotaExhausted, AuthenticationError,
+    ConfigurationError, or ContactError (404, other 4xx, AnswerTooLarge).
     """
 
-    __slots__ = ("_headers", "_origin", "_redact", "_session", "_timeout", "api_key", "responses")
+    __slots__ = (
+        "_headers",
+        "_max_bytes",
+        "_origin",
+        "_redact",
+        "_session",
+        "_timeout",
+        "api_key",
+        "host",
+        "responses",
+    )
 
     def __init__(
         self,
@@ -79,76 +135,148 @@ class Transport:
         redact: Redactor,
         connect_timeout: float,
         read_timeout: float,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
         responses: dict[int, int] | None = None,
     ) -> None:
         self._session = session
         self._origin = base.origin()
+        host = base.raw_host or ""
+        # ``host:port``, as connection messages name it (an IPv6 address in brackets).
+        self.host = f"[{host}]:{base.port}" if ":" in host else f"{host}:{base.port}"
         self.api_key = api_key
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._redact = redact
+        self._max_bytes = max_page_bytes
         # Set per request too, so a caller's session with other timeouts still gets ours.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            total=request_timeout, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self.responses: dict[int, int] = {} if responses is None else responses
 
     async def get(self, url: URL) -> Page:
         """GET one page. ``url`` carries no credentials; they are added here."""
-        return self._page(await self._body(url), url.path)
+        return self._page(await self._body(url), self._where(url))
 
     async def get_object(self, url: URL) -> dict[str, Any]:
         """GET one unpaged JSON object (a summary report); errors as for :meth:`get`."""
-        where = url.path
+        where = self._where(url)
         data = _parse(await self._body(url), where)
         if not isinstance(data, dict):
-            raise TransientError(f"200 for {where} without a JSON object")
+            raise NotTheApi(f"200 for {where} without a JSON object")
         return data
 
     async def get_list(self, url: URL) -> list[dict[str, Any]]:
         """GET one unpaged bare JSON array of objects (summaryByCampaign); errors as for
         :meth:`get`."""
-        where = url.path
+        where = self._where(url)
         data = _parse(await self._body(url), where)
         if not isinstance(data, list) or not set(map(type, data)) <= {dict}:
-            raise TransientError(f"200 for {where} without a JSON array of objects")
+            raise NotTheApi(f"200 for {where} without a JSON array of objects")
         return data
+
+    def _where(self, url: URL) -> str:
+        """The URL's path for a message: still percent-encoded (so no control character a
+        server put in a next_link can reach a terminal), secrets redacted."""
+        return self._redact(url.raw_path)
 
     async def _body(self, url: URL) -> bytes:
         """The body of a 200 answer to GET ``url``; any other answer is raised as an error."""
         if url.origin() != self._origin:
             # Defence in depth: pagination already refuses foreign next_links.
-            raise ConfigurationError(f"refusing to send credentials to another host ({url.host})")
-        where = url.path
+            raise ConfigurationError(
+                "refusing to send credentials to another host "
+                f"({self._redact.server_text(url.host or '', 80)!r})"
+            )
+        where = self._where(url)
+        timeout = self._timeout
         try:
             async with self._session.get(
                 url.extend_query(api_key=self.api_key),
                 headers=self._headers,
-                timeout=self._timeout,
+                timeout=timeout,
                 allow_redirects=False,
             ) as response:
                 status = response.status
                 self.responses[status] = self.responses.get(status, 0) + 1
-                body = await response.read()
                 retry_after = response.headers.get("Retry-After")
-        except TimeoutError:  # also aiohttp's socket read/connect timeouts
-            raise TransientError(f"timed out waiting for {where}") from None
+                if status == 200:
+                    body = await self._read(response, self._max_bytes, where)
+                    _check_json(response, body, where)
+                    return body
+                body = await self._read(response, ERROR_BODY_BYTES, where, cut=True)
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, unreachable, TLS
+            raise Unreachable(f"cannot connect to {self.host}: {_connect_cause(exc)}") from None
+        except aiohttp.ConnectionTimeoutError:
+            raise Unreachable(
+                f"cannot connect to {self.host}: timed out after {timeout.sock_connect:g} s"
+            ) from None
+        except aiohttp.SocketTimeoutError:
+            raise TransientError(
+                f"timed out waiting for {where}: nothing from {self.host} for "
+                f"{timeout.sock_read:g} s"
+            ) from None
+        except TimeoutError:  # the whole-request deadline
+            raise TransientError(
+                f"timed out waiting for {where}: no complete answer from {self.host} within "
+                f"{timeout.total:g} s (--request-timeout)"
+            ) from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise TransientError(f"connection broke during {where}: {type(exc).__name__}") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientOSError) as exc:
-            raise TransientError(f"connection failed for {where}: {type(exc).__name__}") from None
+            raise TransientError(
+                f"the connection to {self.host} broke during {where}: {type(exc).__name__}"
+            ) from None
+        except aiohttp.ClientOSError as exc:
+            cause = _CONNECT_CAUSES.get(exc.errno or 0, type(exc).__name__)
+            raise TransientError(
+                f"the connection to {self.host} failed during {where}: {cause}"
+            ) from None
         except aiohttp.InvalidURL:
             raise ConfigurationError(f"invalid request URL for {where}") from None
         except aiohttp.ClientError as exc:
-            raise TransientError(f"request failed for {where}: {type(exc).__name__}") from None
-        if status == 200:
-            return body
+            raise TransientError(
+                f"request to {self.host} failed for {where}: {type(exc).__name__}"
+            ) from None
         raise self._error(status, body, retry_after, where)
+
+    async def _read(
+        self, response: aiohttp.ClientResponse, limit: int, where: str, *, cut: bool = False
+    ) -> bytes:
+        """The body, read a chunk at a time (after decompression) up to ``limit`` bytes.
+
+        Past the limit the connection is closed and AnswerTooLarge raised, or, with ``cut``
+        (an error answer, read only for its message), the first ``limit`` bytes returned.
+        A Content-Length over the limit is refused before reading anything.
+        """
+        declared = response.content_length
+        # A compressed body could shrink: only a plain one is refused by its length alone.
+        plain = "Content-Encoding" not in response.headers
+        if declared is not None and declared > limit and plain and not cut:
+            response.close()
+            raise self._too_large(where, limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                response.close()  # never reused: the rest of the answer is unread
+                if not cut:
+                    raise self._too_large(where, limit)
+                chunks.append(chunk[: limit - size + len(chunk)])
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, where: str, limit: int) -> AnswerTooLarge:
+        return AnswerTooLarge(
+            f"the answer to {where} is larger than {limit:,} bytes (--max-page-bytes); "
+            "not read further"
+        )
 
     def _page(self, body: bytes, where: str) -> Page:
         data = _parse(body, where)
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list) or not set(map(type, results)) <= {dict}:
-            raise TransientError(f"200 for {where} without a results list")
+            raise NotTheApi(f"200 for {where} without a results list")
         meta = data.get("meta")
         pagination = meta.get("pagination") if isinstance(meta, dict) else None
         next_link = pagination.get("next_link") if isinstance(pagination, dict) else None
@@ -157,11 +285,12 @@ class Transport:
         return Page(results, next_link or None, body)
 
     def _error(self, status: int, body: bytes, retry_after: str | None, where: str) -> Exception:
-        key, text = self._error_detail(body)
-        said = f"{status} {key or ''}{': ' if key and text else ''}{text}".strip()
+        key, text, api = self._error_detail(body)
+        # The server's words, quoted, after the status: 404 'http.status.not_found': 'The ...'
+        said = f"{status} {': '.join(repr(t) for t in (key, text) if t)}".rstrip()
         if key in _THROTTLE_KEYS or (status == 429 and key not in _QUOTA_KEYS):
             return ThrottledError(
-                f"throttled on {where} ({said})", retry_after=_seconds(retry_after)
+                f"throttled on {where} ({said})", retry_after=retry_after_seconds(retry_after)
             )
         if key in _QUOTA_KEYS:
             resets = next_utc_midnight(datetime.now(UTC))
@@ -174,6 +303,13 @@ class Transport:
             return AuthenticationError(
                 f"authentication failed ({said}): check the API key and access token"
             )
+        if 400 <= status < 500 and not api and status not in _NOT_FOREIGN:
+            # Not the API's answer (its errors carry an error_key): never a permanent failure.
+            return NotTheApi(
+                f"{where} answered {status} without the API's error body: is --base-url the "
+                "Constant Contact API?",
+                status=status,
+            )
         if status == 404:
             return ContactNotFound(f"not found: {where} ({said})", status=404, error_key=key)
         if 300 <= status < 400:
@@ -184,25 +320,54 @@ class Transport:
             return ConfigurationError(f"the API rejected the request for {where} ({said})")
         if status >= 500 or status in _RETRY_STATUSES:
             return TransientError(
-                f"{where} answered {said}", status=status, retry_after=_seconds(retry_after)
+                f"{where} answered {said}",
+                status=status,
+                retry_after=retry_after_seconds(retry_after),
             )
         return ContactError(f"{where} answered {said}", status=status, error_key=key)
 
-    def _error_detail(self, body: bytes) -> tuple[str | None, str]:
-        """The first error_key and error_message of an error body (array or object), redacted."""
+    def _error_detail(self, body: bytes) -> tuple[str | None, str, bool]:
+        """The first error_key and error_message of an error body (array or object), made
+        printable and redacted, and whether the body has the API's shape (an error_key)."""
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return None, ""
+            return None, "", False
         if isinstance(data, list) and data:
             data = data[0]
         if not isinstance(data, dict):
-            return None, ""
+            return None, "", False
         key = data.get("error_key")
         text = data.get("error_message")
-        key = self._redact(str(key))[:_MAX_ERROR_TEXT] if key is not None else None
-        text = self._redact(str(text))[:_MAX_ERROR_TEXT] if text is not None else ""
-        return key, text
+        clean = self._redact.server_text
+        return (
+            clean(str(key), _MAX_ERROR_TEXT) or None if key is not None else None,
+            clean(str(text), _MAX_ERROR_TEXT) if text is not None else "",
+            isinstance(key, str),
+        )
+
+
+def _check_json(response: aiohttp.ClientResponse, body: bytes, where: str) -> None:
+    """NotTheApi for a 200 that is plainly not the API's JSON (an HTML page, a text/* type).
+    A JSON answer cut short is left to the parser: that one is a broken answer, retried."""
+    kind = response.content_type
+    if body.lstrip()[:1] == b"<" or "html" in kind or "xml" in kind:
+        shown = kind if kind.isascii() and kind.isprintable() else "?"
+        raise NotTheApi(f"200 for {where} with a {shown[:60]} body, not the API's JSON")
+
+
+def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
+    """Why no connection was made, in a few words: refused, DNS, unreachable, TLS."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve (DNS)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "its TLS certificate is not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    cause = _CONNECT_CAUSES.get(exc.os_error.errno or 0)
+    if cause is None and "refused" in str(exc.os_error).lower():
+        cause = "connection refused"  # several addresses tried: errno is not kept
+    return cause or type(exc.os_error).__name__
 
 
 def _parse(body: bytes, where: str) -> Any:
@@ -213,12 +378,22 @@ def _parse(body: bytes, where: str) -> Any:
         raise TransientError(f"200 for {where} with a body that is not valid JSON") from None
 
 
-def _seconds(header: str | None) -> float | None:
-    """A Retry-After header in seconds (delta-seconds form only), capped at an hour."""
+def retry_after_seconds(header: str | None, *, now: datetime | None = None) -> float | None:
+    """A Retry-After header in seconds, in either form (``120`` or an HTTP-date), at most
+    :data:`MAX_RETRY_AFTER`; None when there is none or it cannot be read."""
     if header is None:
         return None
+    text = header.strip()
     try:
-        value = float(header.strip())
+        value = float(text)
     except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is GMT; a zone-less one is read as such
+            when = when.replace(tzinfo=UTC)
+        value = (when - (now or datetime.now(UTC))).total_seconds()
+    if value != value:  # NaN
         return None
-    return min(max(value, 0.0), 3600.0) if value == value else None
+    return min(max(value, 0.0), MAX_RETRY_AFTER)

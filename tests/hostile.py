@@ -297,3 +297,161 @@ class HostileProcess:
         report = orjson.loads(out)
         self.arrivals = report["arrivals"]
         self.state.update(report["state"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTTP transport and the breaker (issue 11): bodies that never end or explode, a drip,
+# Retry-After, throttles and 5xx for ever, servers that are not the API, terminal injection.
+# Contacts named in ``state["honest"]`` (a set of ids) get an honest page instead, so a test can
+# let the API answer once before the hostile answers (the breaker then opens the gate).
+# ---------------------------------------------------------------------------------------------
+
+
+def _honest(request: web.Request, server: Hostile) -> web.Response | None:
+    cid = contact_of(request)
+    if cid in server.state.get("honest", ()):
+        return json_response(page_body([record(cid, n) for n in range(3)]))
+    return None
+
+
+async def _stream(
+    request: web.Request, chunk: bytes, total: int | None, **headers: str
+) -> web.StreamResponse:
+    """A 200 whose body is ``chunk`` over and over: ``total`` bytes (with that Content-Length),
+    or for ever, chunked. Stops quietly when the client hangs up."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json", **headers})
+    if total is not None:
+        response.content_length = total
+    await response.prepare(request)
+    sent = 0
+    try:
+        while total is None or sent < total:
+            piece = chunk if total is None else chunk[: total - sent]
+            await response.write(piece)
+            sent += len(piece)
+    except (ConnectionError, RuntimeError):
+        pass  # the client closed the connection: exactly what it should do
+    return response
+
+
+@mode("huge-length")
+async def _huge_length(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """A 200 of ``state["bytes"]`` (default 600 MB, all spaces) with its Content-Length, sent
+    in 1 MiB pieces."""
+    honest = _honest(request, server)
+    if honest is not None:
+        return honest
+    total = server.state.get("bytes", 600_000_000)
+    return await _stream(request, b" " * (1 << 20), total)
+
+
+@mode("endless-body")
+async def _endless_body(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """A chunked 200 that never ends: 64 KiB pieces for as long as the client reads."""
+    honest = _honest(request, server)
+    if honest is not None:
+        return honest
+    return await _stream(request, b" " * (64 << 10), None)
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+def gzip_bomb(size: int = 1 << 30) -> bytes:
+    """``size`` bytes of spaces, gzipped (1 GiB: about 1 MB), made once per process."""
+    import zlib
+
+    cached: bytes | None = _BOMBS.get(size)
+    if cached is None:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = b" " * (1 << 20)
+        parts = [packer.compress(block) for _ in range(size >> 20)]
+        cached = _BOMBS[size] = b"".join([*parts, packer.flush()])
+    return cached
+
+
+@mode("gzip-bomb")
+async def _gzip_bomb(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """A 200 with ``Content-Encoding: gzip``: about 1 MB on the wire that inflates to
+    ``state["inflates"]`` bytes (default 1 GiB)."""
+    honest = _honest(request, server)
+    if honest is not None:
+        return honest
+    bomb = gzip_bomb(server.state.get("inflates", 1 << 30))
+    return await _stream(request, bomb, len(bomb), **{"Content-Encoding": "gzip"})
+
+
+@mode("drip")
+async def _drip(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """A 200 whose body arrives one byte every ``state["every"]`` seconds (default 0.5), for
+    ever: never idle long enough for a read timeout."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    every = server.state.get("every", 0.5)
+    try:
+        await response.write(b"{")
+        while True:
+            await asyncio.sleep(every)
+            await response.write(b" ")
+    except (ConnectionError, RuntimeError):
+        pass
+    return response
+
+
+@mode("retry-after")
+async def _retry_after(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """The first answer is ``state["status"]`` (default 429 ``throttled``; 503 is a server
+    error) with ``Retry-After: state["retry_after"]``; every later one is honest."""
+    if server.count() > 1:
+        return json_response(page_body([record(contact_of(request), 1)]))
+    status = server.state.get("status", 429)
+    key = "throttled" if status == 429 else "http.status.internal_error"
+    body = orjson.dumps([{"error_key": key, "error_message": "later"}])
+    return json_response(body, status, **{"Retry-After": server.state["retry_after"]})
+
+
+@mode("throttle-all")
+async def _throttle_all(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Every answer a 429 ``throttled``, with ``Retry-After: state["retry_after"]`` if set."""
+    body = orjson.dumps([{"error_key": "throttled", "error_message": "Too many requests"}])
+    after = server.state.get("retry_after")
+    return json_response(body, 429, **({"Retry-After": after} if after else {}))
+
+
+@mode("storm")
+async def _storm(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Every answer a 503 with the API's error body: the API is up and failing."""
+    honest = _honest(request, server)
+    if honest is not None:
+        return honest
+    body = orjson.dumps([{"error_key": "http.status.internal_error", "error_message": "down"}])
+    return json_response(body, 503)
+
+
+@mode("html")
+async def _html(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Some other web site: every path is a 200 HTML page."""
+    page = "<!doctype html><title>Welcome</title><p>Hello"
+    return web.Response(text=page, content_type="text/html")
+
+
+@mode("bare-404")
+async def _bare_404(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Some other web server (or a wrong path prefix): every path is a plain 404."""
+    raise web.HTTPNotFound()
+
+
+INJECTION = (
+    "denied\x1b[2J\x1b[H\x1b[32mAll contacts exported OK\x1b[0m"
+    "\x1b]52;c;cm0gLXJmIH4=\x07\r\nbulkopens: complete\r\n\x9b31m\u202etxt.exe"
+)
+
+
+@mode("inject")
+async def _inject(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """An error answer (``state["status"]``, default 403) whose error_key and error_message hold
+    terminal controls: clear screen, a fake green line, an OSC 52 clipboard write, CR/LF
+    forging a ``bulkopens: complete`` line, a C1 CSI and a right-to-left override."""
+    status = server.state.get("status", 403)
+    body = orjson.dumps([{"error_key": "x\x1b[2Jkey\r\n", "error_message": INJECTION}])
+    return json_response(body, status)
