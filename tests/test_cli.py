@@ -676,13 +676,14 @@ def test_secrets_given_as_flags_stay_out_of_every_output(sim: SimProcess, tmp_pa
     result = fetch(sim, contacts, out, *flags, env=clean_env())
     assert result.returncode == 1, result.stderr
     assert_no_secrets(out, result.stdout, result.stderr)
-    # a run that cannot reach the server at all: connection errors, retries, errors.ndjson
+    # a run that cannot reach the server at all: it stops (exit 69), naming host and port
     unreachable = tmp_path / "unreachable"
     flags = ["--api-key", KEY, "--token", TOKEN, "--base-url", CLOSED_PORT_URL]
     failed = fetch(sim, contacts, unreachable, *flags, "--max-retries", "0", env=clean_env())
-    assert failed.returncode == 1, failed.stderr
+    assert failed.returncode == 69, failed.stderr
     assert_no_traceback(failed)
-    assert len(error_rows(unreachable)) == len(lines)
+    assert "cannot connect to 127.0.0.1:9" in failed.stderr
+    assert all(row["retryable"] or row["status"] is None for row in error_rows(unreachable))
     assert_no_secrets(unreachable, failed.stdout, failed.stderr)
 
 
