@@ -136,7 +136,8 @@ def state_error(exc: sqlite3.Error, state_dir: Path) -> RunStopped:
         )
     if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
         return ConfigurationError(
-            f"the state in {state_dir} is unreadable ({exc}); use --fresh to start over"
+            f"the state in {state_dir} is unreadable ({exc}); use --fresh to start over (it "
+            "cannot tell which record files it wrote: move them out of --out first)"
         )
     if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM):
         return ConfigurationError(
