@@ -10,6 +10,7 @@
     │   ├── ContactNotFound ....... 404
     │   ├── InvalidContactId ...... not a v2 contact id; no request is made
     │   ├── ForeignNextLink ....... a next_link to another host; never followed
+    │   ├── BadAnswer ............. too many records, a page loop, past the page budget
     │   ├── AnswerTooLarge ........ an answer past --max-page-bytes; not read further
     │   └── RetriesExhausted ...... transient failures outlived the retry budget
     └── RunStopped ................ the whole run stops; it can be resumed
@@ -28,14 +29,14 @@ and text the server sent is passed through :func:`bulkopens._redact.Redactor` fi
 from __future__ import annotations
 
 from datetime import datetime
-
-
-class BulkOpensError(Exception):
-    """Base class of every error bulkopens raises on purpose."""
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bulkopens._artifacts import Summary
+
+
+class BulkOpensError(Exception):
+    """Base class of every error bulkopens raises on purpose."""
 
 
 class RetryableError(BulkOpensError):
@@ -109,6 +110,20 @@ class ForeignNextLink(ContactError):
     error_key = "bulkopens.foreign_next_link"
 
 
+class BadAnswer(ContactError):
+    """The API's answer breaks the protocol for this contact: more records than asked for,
+    pages that link back to a page already read, more pages than any honest contact has, or a
+    page whose records cannot be read exactly. Nothing is written twice. ``error_key`` says
+    which; answers that would only repeat (a loop, the page budget) fail it for good, the
+    others are retried by the next run."""
+
+    error_key = "bulkopens.bad_answer"
+
+    def __init__(self, message: str, *, error_key: str, permanent: bool) -> None:
+        super().__init__(message, error_key=error_key)
+        self.permanent = permanent
+
+
 class AnswerTooLarge(ContactError):
     """An answer grew past ``max_page_bytes`` (after decompression): reading stopped there.
 
@@ -149,6 +164,14 @@ class QuotaExhausted(RunStopped):
         self.resets_at = resets_at
 
 
+class ServiceUnavailable(RunStopped):
+    """The API cannot be used right now: its host cannot be reached (refused, DNS, unreachable),
+    what answers is not the API (an HTML page, a 404 without the API's error body), or it fails
+    or throttles every request for longer than one request's retries would wait. The run stops
+    within seconds instead of spending a request per contact; every contact stays pending or
+    retryable, and the same command resumes the run."""
+
+
 class OutputError(RunStopped):
     """Writing the output failed (a full disk or quota, an I/O error): what was committed
     before it is kept, and the same command resumes once the disk is fixed.
@@ -159,14 +182,6 @@ class OutputError(RunStopped):
     def __init__(self, message: str, *, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
-
-
-class ServiceUnavailable(RunStopped):
-    """The API cannot be used right now: its host cannot be reached (refused, DNS, unreachable),
-    what answers is not the API (an HTML page, a 404 without the API's error body), or it fails
-    or throttles every request for longer than one request's retries would wait. The run stops
-    within seconds instead of spending a request per contact; every contact stays pending or
-    retryable, and the same command resumes the run."""
 
 
 class ConfigurationError(RunStopped):

@@ -272,13 +272,6 @@ def _hashes(lines: list[bytes]) -> frozenset[bytes]:
     return frozenset(map(line_hash, lines))
 
 
-class StreamSink:
-    """Hands records to an in-process consumer (the async iterator), a page at a time, with
-    backpressure. With ``credits`` (the stream's read-ahead bound), a page that reaches the
-    consumer keeps the credit its request took, and the consumer gives it back when it takes
-    the page; a page without records gives it back here."""
-
-    wants_lines = False
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A contact (or campaign) a stream could not fetch, or an input item that is not an id.
@@ -298,6 +291,13 @@ class Failure:
         return not self.error.permanent
 
 
+class StreamSink:
+    """Hands records to an in-process consumer (the async iterator), a page at a time, with
+    backpressure. With ``credits`` (the stream's read-ahead bound), a page that reaches the
+    consumer keeps the credit its request took, and the consumer gives it back when it takes
+    the page; a page without records gives it back here."""
+
+    wants_lines = False
 
     def __init__(
         self,
@@ -311,12 +311,12 @@ class Failure:
         self.failures: list[Failure] = []
 
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
+        stats = self._stats
         async with results:
             async for item in results:
                 if isinstance(item, PageBatch):
                     if item.records:
                         await self._out.send(item.records)
-        stats = self._stats
                     elif self._credits is not None:
                         self._credits.release()
                     stats.records += len(item.records)
