@@ -12,53 +12,126 @@ Library use::
 
 from __future__ import annotations
 
-from importlib.metadata import version as _version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from bulkopens._artifacts import Summary
-from bulkopens._campaigns import SENT, Plan
-from bulkopens._client import Client, RecordStream
-from bulkopens._config import DEFAULT_BASE_URL, Settings, parse_contact_id
-from bulkopens._exceptions import (
-    AnswerTooLarge,
-    AuthenticationError,
-    BulkOpensError,
-    ConfigurationError,
-    ContactError,
-    ContactNotFound,
-    ForeignNextLink,
-    InvalidContactId,
-    OutputError,
-    QuotaExhausted,
-    RetriesExhausted,
-    RetryableError,
-    RunStopped,
-    ServiceUnavailable,
-    ThrottledError,
-    TransientError,
-)
-from bulkopens._log import LOGGER_NAME
-from bulkopens._reports import REPORTS
-from bulkopens._stats import Progress, RequestMetrics
-from bulkopens._types import (
-    ActivityRecord,
-    BounceRecord,
-    CampaignActivitySummary,
-    CampaignReportName,
-    CampaignSummary,
-    ClickRecord,
-    ContactSummary,
-    ForwardRecord,
-    Ids,
-    OpenRecord,
-    Record,
-    ReportName,
-    RunStatus,
-    SendRecord,
-    UnsubscribeRecord,
-)
-from bulkopens._writer import Failure
+from bulkopens._version import __version__
 
-__version__ = _version("bulkopens")
+if TYPE_CHECKING:
+    from bulkopens._artifacts import (
+        Summary,
+    )
+    from bulkopens._campaigns import (
+        SENT,
+        Plan,
+    )
+    from bulkopens._client import (
+        Client,
+        RecordStream,
+    )
+    from bulkopens._config import (
+        DEFAULT_BASE_URL,
+        Settings,
+        parse_contact_id,
+    )
+    from bulkopens._exceptions import (
+        AnswerTooLarge,
+        AuthenticationError,
+        BulkOpensError,
+        ConfigurationError,
+        ContactError,
+        ContactNotFound,
+        ForeignNextLink,
+        InvalidContactId,
+        OutputError,
+        QuotaExhausted,
+        RetriesExhausted,
+        RetryableError,
+        RunStopped,
+        ServiceUnavailable,
+        ThrottledError,
+        TransientError,
+    )
+    from bulkopens._log import (
+        LOGGER_NAME,
+    )
+    from bulkopens._reports import (
+        REPORTS,
+    )
+    from bulkopens._stats import (
+        Progress,
+        RequestMetrics,
+    )
+    from bulkopens._types import (
+        ActivityRecord,
+        BounceRecord,
+        CampaignActivitySummary,
+        CampaignReportName,
+        CampaignSummary,
+        ClickRecord,
+        ContactSummary,
+        ForwardRecord,
+        Ids,
+        OpenRecord,
+        Record,
+        ReportName,
+        RunStatus,
+        SendRecord,
+        UnsubscribeRecord,
+    )
+    from bulkopens._writer import (
+        Failure,
+    )
+
+#: Where each public name lives. The package imports a module on first use of one of its
+#: names (PEP 562), so ``import bulkopens`` costs nothing until a name is used, and
+#: ``bulkopens --version`` needs no HTTP stack.
+_WHERE: dict[str, str] = {
+    "ActivityRecord": "bulkopens._types",
+    "AnswerTooLarge": "bulkopens._exceptions",
+    "AuthenticationError": "bulkopens._exceptions",
+    "BounceRecord": "bulkopens._types",
+    "BulkOpensError": "bulkopens._exceptions",
+    "CampaignActivitySummary": "bulkopens._types",
+    "CampaignReportName": "bulkopens._types",
+    "CampaignSummary": "bulkopens._types",
+    "ClickRecord": "bulkopens._types",
+    "Client": "bulkopens._client",
+    "ConfigurationError": "bulkopens._exceptions",
+    "ContactError": "bulkopens._exceptions",
+    "ContactNotFound": "bulkopens._exceptions",
+    "ContactSummary": "bulkopens._types",
+    "DEFAULT_BASE_URL": "bulkopens._config",
+    "Failure": "bulkopens._writer",
+    "ForeignNextLink": "bulkopens._exceptions",
+    "ForwardRecord": "bulkopens._types",
+    "Ids": "bulkopens._types",
+    "InvalidContactId": "bulkopens._exceptions",
+    "LOGGER_NAME": "bulkopens._log",
+    "OpenRecord": "bulkopens._types",
+    "OutputError": "bulkopens._exceptions",
+    "Plan": "bulkopens._campaigns",
+    "Progress": "bulkopens._stats",
+    "QuotaExhausted": "bulkopens._exceptions",
+    "REPORTS": "bulkopens._reports",
+    "Record": "bulkopens._types",
+    "RecordStream": "bulkopens._client",
+    "ReportName": "bulkopens._types",
+    "RequestMetrics": "bulkopens._stats",
+    "RetriesExhausted": "bulkopens._exceptions",
+    "RetryableError": "bulkopens._exceptions",
+    "RunStatus": "bulkopens._types",
+    "RunStopped": "bulkopens._exceptions",
+    "SENT": "bulkopens._campaigns",
+    "SendRecord": "bulkopens._types",
+    "ServiceUnavailable": "bulkopens._exceptions",
+    "Settings": "bulkopens._config",
+    "Summary": "bulkopens._artifacts",
+    "ThrottledError": "bulkopens._exceptions",
+    "TransientError": "bulkopens._exceptions",
+    "UnsubscribeRecord": "bulkopens._types",
+    "parse_contact_id": "bulkopens._config",
+}
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -109,10 +182,18 @@ __all__ = [
 ]
 
 
-# Public classes say where to find them: ``bulkopens.QuotaExhausted`` in tracebacks and reprs,
-# not the private module that defines them.
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith("bulkopens._"):
-        _obj.__module__ = __name__
-del _name, _obj
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bulkopens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    # Public classes say where to find them: ``bulkopens.Client`` in tracebacks and reprs,
+    # not the private module that defines them.
+    if isinstance(value, type) and value.__module__.startswith("bulkopens._"):
+        value.__module__ = __name__
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

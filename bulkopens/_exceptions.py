@@ -190,3 +190,11 @@ class ConfigurationError(RunStopped):
 
 class BadRequest(ConfigurationError):
     """400. For a resumed cursor the contact restarts from page one instead (see walk)."""
+
+
+# A raised error says where to find it (``bulkopens.QuotaExhausted`` in a traceback), not the
+# private module that defines it.
+for _error in list(globals().values()):
+    if isinstance(_error, type) and issubclass(_error, BulkOpensError):
+        _error.__module__ = "bulkopens"
+del _error
