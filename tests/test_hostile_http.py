@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hostile import INJECTION, Hostile
+from hostile import INJECTION, MODES, Hostile
 from test_retry import RecordingPacer
 from yarl import URL
 
@@ -282,6 +282,18 @@ def test_a_server_that_is_not_the_api_stops_a_10000_contact_run_in_seconds(
         run.stderr
     )
     assert run.errors() == {}  # a 404 that is not the API's fails no contact for good
+
+
+def test_the_same_command_resumes_once_the_api_answers(tmp_path: Path) -> None:
+    with Hostile("bare-404") as server:
+        stopped = Run(server.url, tmp_path, range(1, 41), "--rate", "0", "--quiet")
+        assert_stopped_resumable(stopped)
+        server.handler = MODES["ok"]  # the right server behind the same URL
+        again = Run(server.url, tmp_path, range(1, 41), "--rate", "0", "--quiet")
+    assert again.code == 0, again.stderr
+    assert again.summary()["totals"]["done"] == 40
+    written = b"".join(p.read_bytes() for p in again.out.glob("opens-*.ndjson"))
+    assert written.count(b"\n") == 40 * 3
 
 
 @pytest.mark.parametrize("honest", [set(), {"1"}], ids=["from-the-start", "after-an-answer"])
