@@ -41,6 +41,7 @@ MiB = 1024 * 1024
 RSS_BOUND = 256 * MiB
 STOP_SECONDS = 30  # a dead host or a wrong server stops a run within this (measured: 4 s)
 STOP_REQUESTS = 50  # ... after fewer requests than this (measured: 4)
+RUN_LIMIT = 90  # any run of the command here: killed past this (pytest's limit is 120 s)
 
 
 @pytest.fixture
@@ -56,6 +57,22 @@ def env(base_url: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("CTCT_")}
     out.update(CTCT_API_KEY=KEY, CTCT_ACCESS_TOKEN=TOKEN, CTCT_BASE_URL=base_url)
     return out
+
+
+def reap(proc: subprocess.Popen[bytes], *, deadline: float) -> tuple[int, Any]:
+    """Wait for ``proc`` and return its wait status and resource usage (``os.wait4``: this
+    child's own peak RSS). Past ``deadline`` it is killed, never left running, and the test
+    fails."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            return status, usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"bulkopens fetch still running after {RUN_LIMIT} s: killed")
+        time.sleep(0.02)
 
 
 class Run:
@@ -74,10 +91,7 @@ class Run:
             proc = subprocess.Popen(
                 cmd, env=env(base_url), stdin=subprocess.DEVNULL, stdout=err, stderr=err
             )
-            try:
-                _, status, usage = os.wait4(proc.pid, 0)
-            finally:
-                proc.returncode = 0  # reaped by wait4
+            status, usage = reap(proc, deadline=started + RUN_LIMIT)
             err.seek(0)
             self.stderr = err.read().decode("utf-8", "replace")
         self.seconds = time.monotonic() - started
@@ -318,7 +332,8 @@ async def test_the_library_raises_against_a_dead_host(closed_port: int, tmp_path
     async with bulkopens.Client(KEY, TOKEN, base_url=f"http://127.0.0.1:{closed_port}") as c:
         with pytest.raises(bulkopens.ServiceUnavailable, match="connection refused") as info:
             await c.export(ids, tmp_path)
-        assert info.value.summary.status == "service_unavailable"  # type: ignore[attr-defined]
+        assert info.value.summary is not None
+        assert info.value.summary.status == "service_unavailable"
         with pytest.raises(bulkopens.ServiceUnavailable, match="connection refused"):
             async for _ in c.records(ids):
                 pass
