@@ -22,7 +22,6 @@ if TYPE_CHECKING:
         Summary,
     )
     from bulkopens._campaigns import (
-        SENT,
         Plan,
     )
     from bulkopens._client import (
@@ -63,6 +62,7 @@ if TYPE_CHECKING:
         RequestMetrics,
     )
     from bulkopens._types import (
+        SENT,
         ActivityRecord,
         BounceRecord,
         CampaignActivitySummary,
@@ -122,7 +122,7 @@ _WHERE: dict[str, str] = {
     "RetryableError": "bulkopens._exceptions",
     "RunStatus": "bulkopens._types",
     "RunStopped": "bulkopens._exceptions",
-    "SENT": "bulkopens._campaigns",
+    "SENT": "bulkopens._types",
     "SendRecord": "bulkopens._types",
     "ServiceUnavailable": "bulkopens._exceptions",
     "Settings": "bulkopens._config",

@@ -27,7 +27,7 @@ import hashlib
 import math
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from yarl import URL
 
@@ -37,13 +37,11 @@ from bulkopens._http import Page
 from bulkopens._pagination import MAX_PAGES, resolve_next
 from bulkopens._pipeline import IdBatches, IdSource, map_concurrently, shorten_input
 from bulkopens._reports import Report, Scope
+from bulkopens._types import Strategy
 
 #: ``--campaigns sent``: every campaign the account has sent, from the campaign list.
-SENT = "sent"
 #: The campaign list's largest (and default) page (docs/ctct-api.md §4.2).
 LIST_PAGE_SIZE = 50
-Strategy = Literal["auto", "contact", "campaign"]
-STRATEGIES: tuple[Strategy, ...] = ("auto", "contact", "campaign")
 
 
 class Fetcher(Protocol):

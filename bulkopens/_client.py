@@ -27,7 +27,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
-from bulkopens._campaigns import SENT, Plan, Strategy, read_contacts, sent_campaigns
+from bulkopens._campaigns import Plan, read_contacts, sent_campaigns
 from bulkopens._check import Check, probe
 from bulkopens._config import (
     DEFAULT_BASE_URL,
@@ -64,6 +64,7 @@ from bulkopens._ratelimit import Gate
 from bulkopens._state import AsyncStore, Store
 from bulkopens._stats import Stats
 from bulkopens._types import (
+    SENT,
     ActivityRecord,
     BounceRecord,
     CampaignActivitySummary,
@@ -78,6 +79,7 @@ from bulkopens._types import (
     ReportName,
     RunStatus,
     SendRecord,
+    Strategy,
     UnsubscribeRecord,
 )
 from bulkopens._writer import Failure, FileSink, StreamSink

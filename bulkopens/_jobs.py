@@ -13,15 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bulkopens._campaigns import (
-    SENT,
-    STRATEGIES,
-    ContactSet,
-    Plan,
-    Strategy,
-    make_plan,
-    sent_campaigns,
-)
+from bulkopens._campaigns import ContactSet, Plan, make_plan, sent_campaigns
 from bulkopens._config import Settings
 from bulkopens._exceptions import ConfigurationError
 from bulkopens._pipeline import IdSource
@@ -29,6 +21,7 @@ from bulkopens._reports import REPORTS, Scope
 from bulkopens._retry import PageFetcher
 from bulkopens._state import AsyncStore
 from bulkopens._stats import Stats
+from bulkopens._types import SENT, STRATEGIES, Strategy
 
 PlanHook = Callable[[Plan], None]
 

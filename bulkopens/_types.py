@@ -28,6 +28,12 @@ ReportName = Literal[
 CampaignReportName = Literal[
     "opens", "clicks", "forwards", "bounces", "unsubscribes", "sends", "summary"
 ]
+#: How a planned contact job is fetched (``--strategy``, ``strategy=``): see ``Client.plan``.
+Strategy = Literal["auto", "contact", "campaign"]
+STRATEGIES: tuple[Strategy, ...] = ("auto", "contact", "campaign")
+#: ``export_campaigns(SENT, ...)``, ``--campaigns sent``: every campaign the account has sent.
+SENT = "sent"
+
 #: ``Summary.status``: how a call ended.
 RunStatus = Literal[
     "complete",  # every contact (or campaign) done

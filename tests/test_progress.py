@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from bulkopens._progress import ProgressReporter, plural
+from bulkopens.cli._output import ProgressReporter, plural
 from bulkopens._stats import Progress, Stats
 
 

@@ -9,13 +9,15 @@ import time
 from collections import deque
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import orjson
 
-from bulkopens._artifacts import Summary
 from bulkopens._exceptions import ConfigurationError
 from bulkopens._stats import Progress
+
+if TYPE_CHECKING:
+    from bulkopens import Summary
 
 _WINDOW = 15.0  # seconds of history behind the request rate and the ETA
 

@@ -77,7 +77,8 @@ def write_contacts(path: Path, contacts: int) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from bulkopens._cli import EXIT_USAGE, _fail, build_fetch_namespace, run_fetch
+    from bulkopens.cli._parser import EXIT_USAGE, build_fetch_namespace
+    from bulkopens.cli._run import _fail, run_fetch
 
     out = Path(args.out)
     contacts_file = out / "contacts.txt"

@@ -1,0 +1,451 @@
+"""The command line's parser: its commands, options, environment defaults and exit codes.
+
+Light on purpose: it imports constants only, so that ``bulkopens --version`` and ``--help`` start
+in a blink, and each command's own modules are imported once that command is chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from bulkopens._config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_PAGE_BYTES,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_RATE,
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_PAGE_SIZE,
+    MIN_PAGE_BYTES,
+    normalise_since,
+)
+from bulkopens._exceptions import ConfigurationError
+from bulkopens._reports import REPORTS
+from bulkopens._types import STRATEGIES
+from bulkopens._version import __version__
+
+EXIT_OK = 0
+EXIT_FAILED_CONTACTS = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_QUOTA = 4
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
+EXIT_INTERNAL = 70
+EXIT_OUTPUT = 74  # sysexits EX_IOERR: the disk is full or failing; committed work is kept
+EXIT_INTERRUPTED = 130
+
+FETCH_EXAMPLES = """\
+examples:
+  export CTCT_API_KEY=... CTCT_ACCESS_TOKEN=...
+  bulkopens fetch --contacts contacts.txt --out opens/
+  bulkopens fetch --contacts export.csv --out opens/ --since 2024-01-01
+  cut -d, -f1 ids.csv | bulkopens fetch --contacts - --out opens/ --rate 10   # partner key
+  bulkopens fetch --contacts contacts.txt --out opens/ --incremental          # daily sync
+  bulkopens fetch --contacts contacts.txt --out opens/ --strategy auto        # fewest requests
+  bulkopens fetch --campaigns sent --out campaign-opens/                      # campaign mode
+  bulkopens fetch --contacts contacts.txt --out sums/ --report summary        # counts per contact
+
+Run the same command again on the same --out to resume: every record is written once.
+
+exit codes:
+  0    every contact (campaign) done
+  1    done, and some contacts (campaigns) are in errors.ndjson
+  2    usage or configuration error; nothing fetched
+  3    authentication failed; the run stopped and can be resumed
+  4    the daily quota is exhausted; resume after 00:00 UTC
+  69   the API cannot be used (host unreachable, not the API, failing or throttling
+       every request); the run stopped and can be resumed
+  70   an internal error (a bug: please report it); committed work is kept
+  74   the output cannot be written (disk full, over quota, I/O error); committed work
+       is kept: free space and run the same command again
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP); the run can be resumed
+"""
+
+
+TOP_EXAMPLES = """\
+examples:
+  bulkopens demo                                        # the real fetch against a simulator
+  export CTCT_API_KEY=... CTCT_ACCESS_TOKEN=...
+  bulkopens check                                       # the key, the token and the host work
+  bulkopens fetch --contacts contacts.txt --out opens/  # the batch job (run it again to resume)
+  bulkopens fetch --contacts contacts.txt --out opens/ --plan   # what it would cost
+  bulkopens status opens/                               # what a (running) job has done
+  bulkopens simulate --port 8080                        # the simulator, for your own tests
+
+'bulkopens COMMAND --help' tells more about each command.
+"""
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where it has none (None or a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _CommandParser(_Parser):
+    """A command's parser: an unknown argument is its error (``bulkopens fetch: error: ...``),
+    not the top-level parser's, which would point at the wrong ``--help``."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
+
+def _bounded(
+    cast: Callable[[str], float], low: float, high: float = math.inf, *, low_open: bool = False
+) -> Callable[[str], Any]:
+    """An argparse type: ``cast`` the text and check ``low <= value <= high`` (or ``low <``)."""
+    kind = "a whole number" if cast is int else "a number"
+    bounds = (
+        (f"> {low:g}" if low_open else f">= {low:g}")
+        if high == math.inf
+        else (f"between {low:g} and {high:g}")
+    )
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if (
+            not (low < value if low_open else low <= value)
+            or not value <= high
+            or value == math.inf
+        ):
+            raise argparse.ArgumentTypeError(f"must be {kind} {bounds}: {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _bounded(int, 1)
+_non_negative_int = _bounded(int, 0)
+_positive_float = _bounded(float, 0, low_open=True)
+_page_size = _bounded(int, 1, MAX_PAGE_SIZE)
+_page_bytes = _bounded(int, MIN_PAGE_BYTES)
+_rate = _bounded(float, 0)
+
+
+def _since(text: str) -> str:
+    try:
+        result = normalise_since(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--since ")) from None
+    assert result is not None
+    return result
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. With ``command``, only that command gets its arguments (the
+    others are listed, not built): ``bulkopens --version`` and ``--help`` (``command`` "")
+    import nothing of the HTTP stack or the simulator. None builds every command."""
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
+    parser = _Parser(
+        prog="bulkopens",
+        description="Export Constant Contact email-tracking reports (who opened what, when) "
+        "for many contacts, as fast as the API's rate limit allows, exactly once, to NDJSON.",
+        epilog=TOP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bulkopens {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
+    commands.required = True
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="fetch the reports of the contacts (or campaigns) in a file (the batch job)",
+        description="Fetch one tracking report for every contact id in --contacts (or every "
+        "campaign in --campaigns) and write every record exactly once to NDJSON files in "
+        "--out. Resumable: run it again.",
+        epilog=FETCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if wanted("fetch"):
+        add_fetch_arguments(fetch)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the real fetch against a built-in simulated account (no key needed)",
+        description="Start the simulator on a free local port with ~2,000 seeded contacts, "
+        "some faults and throttles, and run the real fetch against it with live progress.",
+        formatter_class=_DefaultsFormatter,
+    )
+    if wanted("demo"):
+        demo.add_argument("--out", default="demo-out", help="output directory")
+        demo.add_argument("--contacts", type=_positive_int, default=2000, help="simulated contacts")
+        demo.add_argument("--seed", type=int, default=7, help="simulator seed")
+        demo.add_argument("--quiet", action="store_true", help="no progress display")
+
+    check = commands.add_parser(
+        "check",
+        help="prove the API key, the token and the host with one request, before a long run",
+        description="Send one request (the first page of the sent-campaign list, one campaign "
+        "long) with the same credentials, --base-url and environment as fetch, and say what "
+        "it found. Exit codes as fetch: 0 all good, 2 a bad setting, 3 the key or token was "
+        "refused, 4 the daily quota is spent, 69 the host cannot be reached or is not the API.",
+    )
+    if wanted("check"):
+        add_access_arguments(check)
+
+    status = commands.add_parser(
+        "status",
+        help="show what an --out directory holds, even while a job is writing it",
+        description="Read the state of an --out directory without disturbing a running job: "
+        "the run and attempt, contacts (or campaigns) done, in progress and failed, records, "
+        "files, the last commit, and whether a process is running on it. Exit 0, or 2 when "
+        "the directory holds no bulkopens state.",
+    )
+    if wanted("status"):
+        status.add_argument("out", metavar="OUT", help="the --out directory of a fetch")
+        status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="serve the built-in Constant Contact API simulator on a local port",
+        description="Serve a faithful, seeded simulation of the Constant Contact v2 tracking "
+        "API, with rate limits and fault injection, for demos, tests and benchmarks. Admin "
+        "endpoints under /_sim/ drive it from another process: GET /_sim/stats (requests, "
+        "statuses), GET /_sim/truth?report=opens[&since=ISO] (every record it holds, as "
+        "NDJSON), POST /_sim/activity?contact_id=N&report=opens&count=K (add activity), "
+        "POST /_sim/reset-stats.",
+        formatter_class=_DefaultsFormatter,
+    )
+    if wanted("simulate"):
+        from bulkopens.simulator import _cli as simulator_cli
+
+        simulator_cli.add_arguments(simulate)
+    return parser
+
+
+def add_access_arguments(parser: argparse.ArgumentParser) -> None:
+    """The API key, token and base URL options, shared by ``fetch`` and ``check``."""
+    api = parser.add_argument_group("API access")
+    api.add_argument(
+        "--api-key", metavar="KEY", help="API key, sent as api_key (default: $CTCT_API_KEY)"
+    )
+    api.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="access token, sent as Authorization: Bearer (default: $CTCT_ACCESS_TOKEN)",
+    )
+    api.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"API base URL (default: $CTCT_BASE_URL or {DEFAULT_BASE_URL})",
+    )
+
+
+ENV_PREFIX = "BULKOPENS_"
+
+
+def _env(name: str, default: Any) -> Any:
+    """An option's default: ``$BULKOPENS_<NAME>`` when set (as text, so argparse checks it with
+    the option's own type, as if it were given on the command line), else ``default``."""
+    value = os.environ.get(ENV_PREFIX + name, "").strip()
+    return value if value else default
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(ENV_PREFIX + name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_help(name: str) -> str:
+    return f" [env: {ENV_PREFIX}{name}]"
+
+
+def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
+    what = fetch.add_argument_group("what to fetch")
+    whose = what.add_mutually_exclusive_group(required=True)
+    whose.add_argument(
+        "--contacts",
+        metavar="PATH",
+        help="one contact id per line (- for stdin); blank and # lines are ignored; "
+        "or a CSV whose header has a contact_id or id column",
+    )
+    whose.add_argument(
+        "--campaigns",
+        metavar="PATH",
+        help="campaign mode: the reports of campaigns, not contacts: a file of campaign ids "
+        "(like --contacts, CSV column campaign_id or id), or the word 'sent' for every "
+        "campaign the account has sent",
+    )
+    what.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    what.add_argument(
+        "--report",
+        choices=list(REPORTS),
+        default="opens",
+        metavar="NAME",
+        help=f"which tracking report: {', '.join(REPORTS)} (default: opens). 'all' (every "
+        "activity) is for contacts only. 'summary' is one line per contact (or campaign) with "
+        "its activity counts; 'summary-by-campaign' one line per campaign a contact has "
+        "activity in (contacts only); the summaries take no --since and no --strategy campaign",
+    )
+    what.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="with --contacts: 'contact' asks each contact (default); 'campaign' asks each "
+        "sent campaign and keeps these contacts' records; 'auto' estimates both and takes "
+        "the one with fewer requests. The plan is printed before the run",
+    )
+    what.add_argument(
+        "--since",
+        type=_since,
+        metavar="ISO8601",
+        help="only activity on or after this instant (sent as created_since, in UTC)",
+    )
+    what.add_argument(
+        "--incremental",
+        action="store_true",
+        help="after a complete run: fetch only activity newer than what --out already holds, "
+        "into new files listed in manifest.json (summaries: a new snapshot of each)",
+    )
+    what.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also retry contacts that failed for good (404) in this run",
+    )
+    what.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the state and files of earlier runs in --out and start over",
+    )
+    what.add_argument(
+        "--plan",
+        action="store_true",
+        help="with --contacts: print what each path would cost (the --strategy auto estimate) "
+        "and exit, fetching no record and leaving --out untouched",
+    )
+
+    add_access_arguments(fetch)
+
+    speed = fetch.add_argument_group("speed and retries")
+    speed.add_argument(
+        "--rate",
+        type=_rate,
+        default=_env("RATE", DEFAULT_RATE),
+        metavar="R",
+        help="requests per second for the whole run (default: 4, a standard key; "
+        "10 for a partner key; 0 = no limit, for simulators only)" + _env_help("RATE"),
+    )
+    speed.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=_env("CONCURRENCY", None),
+        metavar="N",
+        help="requests in flight at most (default: enough to keep --rate busy)"
+        + _env_help("CONCURRENCY"),
+    )
+    speed.add_argument(
+        "--page-size",
+        type=_page_size,
+        default=_env("PAGE_SIZE", MAX_PAGE_SIZE),
+        metavar="N",
+        help="records per page, sent as limit, 1..500 (default: 500)" + _env_help("PAGE_SIZE"),
+    )
+    speed.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=_env("EVENT_LOOP", "auto"),
+        help="the event loop: uvloop (about 20%% less CPU per page; pip install "
+        "'bulkopens[uvloop]') or asyncio's own; auto takes uvloop when it is installed "
+        "(default: auto)" + _env_help("EVENT_LOOP"),
+    )
+    speed.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        default=_env("MAX_RETRIES", 6),
+        metavar="N",
+        help="retries per request after a 5xx, reset or timeout (default: 6)"
+        + _env_help("MAX_RETRIES"),
+    )
+    speed.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=_env("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
+        metavar="SECONDS",
+        help="the most one request may take, connect to last byte; then it is retried like a "
+        f"timeout (default: {DEFAULT_REQUEST_TIMEOUT:g})" + _env_help("REQUEST_TIMEOUT"),
+    )
+    speed.add_argument(
+        "--max-page-bytes",
+        type=_page_bytes,
+        default=_env("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
+        metavar="N",
+        help="the most bytes one answer may have, after decompression; a larger one fails its "
+        f"contact, which the next run retries (default: {DEFAULT_MAX_PAGE_BYTES} = 8 MiB, about "
+        "100 times a full 500-record page)" + _env_help("MAX_PAGE_BYTES"),
+    )
+    speed.add_argument(
+        "--max-pages",
+        type=_positive_int,
+        default=_env("MAX_PAGES", DEFAULT_MAX_PAGES),
+        metavar="N",
+        help="the most pages one contact's (or campaign's) report may take; past it the item "
+        f"fails, and --retry-failed goes on from there (default: {DEFAULT_MAX_PAGES:,}, "
+        "5 million records at 500 a page)" + _env_help("MAX_PAGES"),
+    )
+
+    output = fetch.add_argument_group("output")
+    output.add_argument(
+        "--quiet",
+        action="store_true",
+        default=_env_flag("QUIET"),
+        help="no progress display, no log lines, no summary; a failure still prints one line"
+        + _env_help("QUIET"),
+    )
+    output.add_argument(
+        "--log-interval",
+        type=_positive_float,
+        default=_env("LOG_INTERVAL", 10.0),
+        metavar="SECONDS",
+        help="seconds between progress log lines when stderr is not a terminal (default: 10)"
+        + _env_help("LOG_INTERVAL"),
+    )
+    output.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("LOG_FORMAT", "text"),
+        help="text (default), or json: one JSON object per line (time, level, event, message "
+        "and the event's fields: progress, plan, summary, warning, error), for log collectors"
+        + _env_help("LOG_FORMAT"),
+    )
+    output.add_argument(
+        "--log-file",
+        metavar="PATH",
+        default=_env("LOG_FILE", None),
+        help="append progress, the plan and the summary to this file instead of stderr "
+        "(errors and warnings still reach stderr too)" + _env_help("LOG_FILE"),
+    )
+
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def build_fetch_namespace(**values: Any) -> argparse.Namespace:
+    """The arguments of ``bulkopens fetch`` with its defaults, overridden by ``values``."""
+    parser = _Parser(prog="bulkopens fetch")
+    add_fetch_arguments(parser)
+    args = parser.parse_args(["--contacts", "-", "--out", "-"])
+    for name, value in values.items():
+        setattr(args, name, value)
+    return args

@@ -1,0 +1,466 @@
+"""The commands that do the work: ``fetch`` (and its ``--plan``), ``check`` and ``status``.
+
+A client of the library's public API: library errors become exit codes here and only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
+
+from bulkopens import (
+    SENT,
+    AuthenticationError,
+    BulkOpensError,
+    Client,
+    ConfigurationError,
+    OutputError,
+    Plan,
+    QuotaExhausted,
+    RunStopped,
+    ServiceUnavailable,
+    Summary,
+)
+from bulkopens._check import Check
+from bulkopens._config import DEFAULT_BASE_URL
+from bulkopens._redact import Redactor, printable
+from bulkopens.cli._input import ContactSource
+from bulkopens.cli._output import Console, ProgressReporter, describe
+from bulkopens.cli._parser import (
+    ENV_PREFIX,
+    EVENT_LOOPS,
+    EXIT_AUTH,
+    EXIT_FAILED_CONTACTS,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_QUOTA,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+
+# The real API's hosts (v2 and v3): no unpaced run is sent there.
+_PRODUCTION_HOSTS = ("api.constantcontact.com", "api.cc.email")
+
+
+def event_loop_options(choice: str) -> dict[str, bool]:
+    """anyio's asyncio backend options for ``--event-loop``; ConfigurationError if uvloop is
+    asked for by name and is not installed."""
+    if choice == "asyncio":
+        return {"use_uvloop": False}
+    try:
+        import uvloop  # noqa: F401  (an optional extra)
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigurationError(
+                "--event-loop uvloop: uvloop is not installed (pip install 'bulkopens[uvloop]')"
+            ) from None
+        return {"use_uvloop": False}
+    return {"use_uvloop": True}
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """``bulkopens check``: one request that proves the credentials and the host."""
+    api_key = _secret(args.api_key, "CTCT_API_KEY")
+    token = _secret(args.token, "CTCT_ACCESS_TOKEN")
+    redact = Redactor(api_key, token)
+    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
+    try:
+        client = Client(api_key, token, base_url=base_url, max_retries=2)
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, redact(str(exc)))
+
+    async def check() -> Check:
+        async with client:
+            return await client.check()
+
+    try:
+        found = anyio.run(check)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except RunStopped as exc:
+        return _fail(_exit_code(exc), redact(str(exc)))
+    print(found.describe())
+    return EXIT_OK
+
+
+def _exit_code(exc: RunStopped) -> int:
+    """The exit code of a run-stopping error (see FETCH_EXAMPLES)."""
+    for kind, code in (
+        (QuotaExhausted, EXIT_QUOTA),
+        (AuthenticationError, EXIT_AUTH),
+        (OutputError, EXIT_OUTPUT),
+        (ServiceUnavailable, EXIT_UNAVAILABLE),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return EXIT_USAGE
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """``bulkopens status OUT``: the state of an output directory; exit 0, or 2 without one."""
+    from pathlib import Path
+
+    from bulkopens._status import describe_status, read_status
+
+    try:
+        status = read_status(Path(args.out))
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, printable(str(exc)))
+    if args.json:
+        print(json.dumps(status, indent=None, sort_keys=True))
+    else:
+        print(describe_status(status))
+    return EXIT_OK
+
+
+def _secret(flag: str | None, env: str) -> str:
+    value = flag if flag is not None else os.environ.get(env, "")
+    return value.strip()
+
+
+def run_fetch(
+    args: argparse.Namespace,
+    *,
+    banner: str | None = None,
+    around: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+) -> int:
+    """``bulkopens fetch``: the batch job. Returns the exit code."""
+    api_key = _secret(args.api_key, "CTCT_API_KEY")
+    token = _secret(args.token, "CTCT_ACCESS_TOKEN")
+    redact = Redactor(api_key, token)
+    global _console
+    try:
+        for name, choices in (("log_format", ("text", "json")), ("event_loop", EVENT_LOOPS)):
+            if getattr(args, name) not in choices:  # from the environment: argparse took it
+                raise ConfigurationError(
+                    f"${ENV_PREFIX}{name.upper()} must be one of {', '.join(choices)}"
+                )
+        console = _console = Console(fmt=args.log_format, path=args.log_file)
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
+    usage = _mode_error(args) or _rate_error(args.rate, base_url)
+    if usage is not None:
+        return _fail(EXIT_USAGE, usage)
+    if args.since is not None and args.since > _now_stamp() and not args.quiet:
+        console.emit(
+            "warning",
+            f"bulkopens: warning: --since {args.since} is in the future: nothing can match yet",
+            level="warning",
+        )
+    try:
+        client = Client(
+            api_key,
+            token,
+            base_url=base_url,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            page_size=args.page_size,
+            max_retries=args.max_retries,
+            request_timeout=args.request_timeout,
+            max_page_bytes=args.max_page_bytes,
+            max_pages=args.max_pages,
+            on_progress=None
+            if args.quiet
+            else ProgressReporter(live=console.live, log_every=args.log_interval, console=console),
+            on_plan=None if args.quiet else _print_plan,
+        )
+        loop_options = event_loop_options(args.event_loop)
+        source: ContactSource | None = None
+        if args.campaigns is None:
+            source = ContactSource(args.contacts)
+        elif args.campaigns != SENT:
+            source = ContactSource(args.campaigns, noun="campaign")
+        if source is not None:
+            source.check()
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, redact(str(exc)))
+    if args.plan:
+        return _plan_only(client, source, args, loop_options, redact)
+    if banner and not args.quiet:
+        console.emit("start", banner)
+    resuming = None if args.quiet or args.fresh else _resuming(args.out, args.incremental)
+    if resuming is not None:
+        console.emit("resume", resuming)
+    try:
+        try:
+            summary = anyio.run(_fetch, client, source, args, around, backend_options=loop_options)
+        finally:
+            # Everything is committed from here on: a Ctrl-C now simply ends the process.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, _exit_interrupted)
+    except KeyboardInterrupt:
+        console.emit(
+            "stopped",
+            "bulkopens: interrupted; run the same command again to resume",
+            level="warning",
+        )
+        return EXIT_INTERRUPTED
+    except RunStopped as exc:
+        return _stopped(exc, redact, args.quiet)
+    except BulkOpensError as exc:
+        return _fail(EXIT_INTERNAL, redact(f"unexpected error: {exc}"))
+    except Exception as exc:
+        return _fail(EXIT_INTERNAL, redact(f"internal error: {type(exc).__name__}: {exc}"))
+    finally:
+        if source is not None:
+            source.close()
+    if summary is None:
+        console.emit(
+            "stopped",
+            "bulkopens: interrupted; committed what was written. Run the same command "
+            "again to resume.",
+            level="warning",
+        )
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        console.emit("summary", describe(summary), summary=summary.to_json())
+    totals = summary.totals
+    failed = totals.get("failed", 0) + totals.get("failed_for_good", 0)
+    invalid = totals.get("invalid", 0)
+    if args.quiet and (failed or invalid):
+        # --quiet hides progress and the summary, never a failure: one line says where to look.
+        said = [f"{failed:,} {summary.unit} failed"] if failed else []
+        said += (
+            [f"{invalid:,} input line{'s' if invalid != 1 else ''} not an id"] if invalid else []
+        )
+        where = os.path.join(args.out, "errors.ndjson")
+        console.emit("failures", f"bulkopens: {', '.join(said)}: see {where}", level="warning")
+    return EXIT_FAILED_CONTACTS if failed or invalid else EXIT_OK
+
+
+def _resuming(out: str, incremental: bool) -> str | None:
+    """One line when this fetch resumes a run that --out holds (None for a new run)."""
+    from pathlib import Path
+
+    from bulkopens._status import read_status
+
+    try:
+        status = read_status(Path(out))
+    except ConfigurationError:
+        return None
+    if status.get("run") is None or status["complete"]:
+        return None  # a new run (after a complete one, --incremental starts run N+1)
+    items = status["items"]
+    return (
+        f"bulkopens: resuming run {status['run']} (attempt {status['attempt'] + 1}): "
+        f"{items['done']:,} {status['unit']} done earlier, {items['from_cursor']:,} to go on "
+        f"from a cursor, {status['records']:,} records already written"
+    )
+
+
+def _plan_only(
+    client: Client,
+    source: ContactSource | None,
+    args: argparse.Namespace,
+    loop_options: dict[str, bool],
+    redact: Redactor,
+) -> int:
+    """``fetch --plan``: the planner's estimate on stdout; no record fetched, --out untouched."""
+    assert source is not None
+
+    async def plan() -> Plan:
+        async with client:
+            return await client.plan(source, report=args.report, strategy=args.strategy or "auto")
+
+    try:
+        estimate = anyio.run(plan, backend_options=loop_options)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except RunStopped as exc:
+        return _stopped(exc, redact, args.quiet)
+    finally:
+        source.close()
+    print(estimate.describe())
+    return EXIT_OK
+
+
+def _rate_error(rate: float, base_url: str) -> str | None:
+    """--rate 0 (no pacing) is for simulators: against the real API it would overrun the key."""
+    if rate == 0 and _host_of(base_url) in _PRODUCTION_HOSTS:
+        return (
+            "--rate 0 (no limit) is for simulators; the API allows 4 requests a second "
+            "(10 for a partner key): give --rate 4 or 10"
+        )
+    return None
+
+
+def _host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return ""
+
+
+def _now_stamp() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _mode_error(args: argparse.Namespace) -> str | None:
+    """The one-line usage error of the command line's own flag rules, if any. The library's
+    rules (which report a mode has, which strategy a report takes) are its own: a call that
+    breaks one raises ConfigurationError before any request or file is touched."""
+    if args.campaigns is not None and args.strategy is not None:
+        return "--strategy is for contact reports (--contacts), not --campaigns"
+    if args.campaigns is not None and getattr(args, "plan", False):
+        return (
+            "--plan is for contact reports (--contacts): it compares the contact path with "
+            "the campaign path"
+        )
+    return None
+
+
+def _print_plan(plan: Plan) -> None:
+    _output().emit("plan", plan.describe(), plan=plan.to_json())
+
+
+async def _fetch(
+    client: Client,
+    source: ContactSource | None,
+    args: argparse.Namespace,
+    around: Callable[[], AbstractAsyncContextManager[object]] | None,
+) -> Summary | None:
+    """Run the export; the first SIGINT/SIGTERM stops it cleanly, a second one exits at once.
+
+    ``around`` (the demo's simulator) is entered first and left last.
+    """
+    result: list[Summary] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if around is not None:
+            await stack.enter_async_context(around())
+        try:
+            await _export(client, source, args, result)
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
+    return result[0] if result else None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most telling error of a group: a run-stopping one if there is one."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    return next((e for e in leaves if isinstance(e, RunStopped)), leaves[0])
+
+
+async def _export(
+    client: Client,
+    source: ContactSource | None,
+    args: argparse.Namespace,
+    result: list[Summary],
+) -> None:
+    common: dict[str, Any] = {
+        "report": args.report,
+        "since": args.since,
+        "incremental": args.incremental,
+        "retry_failed": args.retry_failed,
+        "fresh": args.fresh,
+    }
+    total = source.total if source is not None else None
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as export_scope:
+            tg.start_soon(_watch_signals, export_scope, args.quiet)
+            async with client:
+                if args.campaigns is not None:
+                    summary = await client.export_campaigns(
+                        source if source is not None else SENT,
+                        args.out,
+                        campaigns_total=total,
+                        **common,
+                    )
+                else:
+                    assert source is not None
+                    summary = await client.export(
+                        source,
+                        args.out,
+                        contacts_total=total,
+                        strategy=args.strategy or "contact",
+                        **common,
+                    )
+                result.append(summary)
+        tg.cancel_scope.cancel()
+
+
+#: The signals that stop a run cleanly (commit, artifacts, exit 130); a second one exits at
+#: once. SIGHUP is one of them: a closed terminal or ssh session is a stop, never a lost commit.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+async def _watch_signals(scope: anyio.CancelScope, quiet: bool) -> None:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async for _ in signals:
+            if scope.cancel_called:
+                os._exit(EXIT_INTERRUPTED)  # second signal: at once; the commit point keeps us safe
+            if not quiet:
+                print(
+                    ("\n" if sys.stderr.isatty() else "")
+                    + "bulkopens: stopping; committing what is written (again to quit at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            scope.cancel()
+
+
+def _exit_interrupted(_signum: int, _frame: object) -> None:
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
+    summary: Any = getattr(exc, "summary", None)
+    if summary is not None and not quiet:
+        _output().emit("summary", describe(summary), summary=summary.to_json())
+    if isinstance(exc, QuotaExhausted):
+        return _fail(EXIT_QUOTA, redact(str(exc)) + "; run the same command again after the reset")
+    if isinstance(exc, AuthenticationError):
+        return _fail(EXIT_AUTH, redact(str(exc)) + "; fix it and run the same command to resume")
+    if isinstance(exc, OutputError):
+        return _fail(EXIT_OUTPUT, redact(str(exc)))  # the message says what to do next
+    if isinstance(exc, ServiceUnavailable):
+        return _fail(
+            EXIT_UNAVAILABLE,
+            redact(str(exc)) + "; the run stopped: run the same command again to resume",
+        )
+    return _fail(EXIT_USAGE, redact(str(exc)))
+
+
+#: Where the fetch command's words go (``--log-format``, ``--log-file``); text on stderr until
+#: ``run_fetch`` sets it.
+_console: Console | None = None
+
+
+def _output() -> Console:
+    global _console
+    if _console is None:
+        _console = Console()
+    return _console
+
+
+def _fail(code: int, message: str) -> int:
+    # One line, whatever the message holds: a control sequence a server slipped into it
+    # cannot clear the screen, write the clipboard or forge a line of its own.
+    _output().emit(
+        "error", f"bulkopens: error: {printable(message)}", level="error", exit_code=code
+    )
+    return code
