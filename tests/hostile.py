@@ -239,64 +239,96 @@ async def _endless(request: web.Request, server: Hostile) -> web.StreamResponse:
 # -- pages: loops, floods, links out of the API, records no parser round-trips -------------------
 
 
-# ---------------------------------------------------------------------------------------------
-# The library in a long-lived app (issue 12), continued: a mixed account, and a server in a
-# process of its own (its clock and its event loop untouched by the client under test).
-# ---------------------------------------------------------------------------------------------
+def _page_number(request: web.Request) -> int:
+    return int(request.query.get("next", "1"))
 
 
-@mode("mixed")
-async def _mixed(request: web.Request, server: Hostile) -> web.StreamResponse:
-    """Contacts numbered 1000 and up are endless (see ``endless``), 900 to 999 are unknown
-    (404 with the API's error body); the others have one page of three opens."""
-    number = int(contact_of(request) or 0)
-    if number >= 1000:
-        return await _endless(request, server)
-    if number >= 900:
-        body = [{"error_key": "http.status.not_found", "error_message": "Contact not found"}]
-        return json_response(orjson.dumps(body), 404)
-    return await _ok(request, server)
+def _link(cid: str, n: int) -> str:
+    return f"/v2/contacts/{cid}/tracking/opens?next={n}"
 
 
-_SERVER_SCRIPT = str(Path(__file__).with_name("hostile_server.py"))
+@mode("loop-back")
+async def _loop_back(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Page 1 links to page 2, page 2 back to page 1."""
+    cid, n = contact_of(request), _page_number(request)
+    return json_response(page_body([record(cid, 10 - n)], _link(cid, 2 if n == 1 else 1)))
 
 
-class HostileProcess:
-    """``Hostile(mode)`` in a child process, for tests that count request starts per second:
-    in a thread of the test's own process, the server's arrival times would carry the
-    client's pauses (the GIL, its event loop) as jitter.
+@mode("cycle")
+async def _cycle(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Pages 1 -> 2 -> 3 -> 2 -> 3 ..."""
+    cid, n = contact_of(request), _page_number(request)
+    return json_response(page_body([record(cid, 10 - n)], _link(cid, 3 if n != 3 else 2)))
 
-    ``state`` seeds ``server.state`` (JSON values). On exit, ``arrivals`` holds the arrival
-    times (seconds, the child's monotonic clock) and ``state`` the mode's counters.
-    """
 
-    def __init__(self, mode_name: str, state: dict[str, Any] | None = None) -> None:
-        self.mode = mode_name
-        self.url = ""
-        self.arrivals: list[float] = []
-        self.state: dict[str, Any] = dict(state or {})
-        self._proc: Any = None
+@mode("flood")
+async def _flood(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Five more records than ``limit`` asked for, on one page."""
+    cid, limit = contact_of(request), int(request.query.get("limit", "500"))
+    return json_response(page_body([record(cid, i) for i in range(limit + 5)]))
 
-    def __enter__(self) -> HostileProcess:
-        import subprocess
-        import sys
 
-        self._proc = subprocess.Popen(
-            [sys.executable, _SERVER_SCRIPT, self.mode, orjson.dumps(self.state).decode()],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        self.url = self._proc.stdout.readline().decode().strip()
-        if not self.url.startswith("http://"):
-            self._proc.kill()
-            raise RuntimeError(f"the {self.mode} server did not start")
-        return self
+# One per contact id (modulo): links a worker must refuse without crashing or sending anything.
+BAD_LINKS = (
+    "http://127.0.0.1:{port}\\@127.0.0.1:1/v2/contacts/1/tracking/opens?next=2",
+    "javascript:alert(1)",
+    "http://127.0.0.1:{port}:1/v2/x",
+    "http://user:pw@127.0.0.1:{port}/v2/contacts/1/tracking/opens?next=2",
+    "/v2/../../admin/steal",
+    "/v2/%2e%2e/%2e%2e/admin/steal",
+    "http://[::1/v2",
+)
 
-    def __exit__(self, *exc: object) -> None:
-        out, _ = self._proc.communicate(timeout=30)  # closing stdin stops the server
-        report = orjson.loads(out)
-        self.arrivals = report["arrivals"]
-        self.state.update(report["state"])
+
+@mode("bad-link")
+async def _bad_link(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Page 1 of contact N links to ``BAD_LINKS[N % len]``; anything else is a 500."""
+    cid = contact_of(request)
+    if not cid or "next" in request.query:
+        return json_response(b"[]", 500)
+    link = BAD_LINKS[int(cid) % len(BAD_LINKS)].format(port=server.port)
+    return json_response(page_body([record(cid, 1)], link))
+
+
+@mode("echo-secret")
+async def _echo_secret(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Puts the credentials it received into the next_link's path; that page is a 404 whose
+    message repeats them."""
+    cid = contact_of(request)
+    key = request.query.get("api_key", "")
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if "next" in request.query or key in request.path:
+        text = f"no such page: {request.path} {key} {token}"
+        return json_response(orjson.dumps([{"error_key": "x", "error_message": text}]), 404)
+    link = f"/v2/contacts/{cid}/tracking/opens/{key}/{token}?next=2"
+    return json_response(page_body([record(cid, 1)], link))
+
+
+EXACT_BODY = (
+    b'{\n  "meta": {"pagination": {"next_link": null}},\n  "results": [\n'
+    b'    {"contact_id": "CID", "open_date": "2024-01-01T00:00:00.000Z",'
+    b' "big": 123456789012345678901234567890, "k": 1, "k": 2, "f": 1.50},\n'
+    b'    {"contact_id": "CID", "open_date": "9999-12-31T23:59:59-10:00", "deep": '
+    + b"[" * 300
+    + b"]" * 300
+    + b"}\n  ]\n}"
+)
+
+
+@mode("exact")
+async def _exact(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Pretty-printed pages with a number no float holds, a duplicate key, ``1.50``, a time
+    past year 9999 in UTC and a record nested 300 deep: each must be written as sent."""
+    return json_response(EXACT_BODY.replace(b"CID", contact_of(request).encode()))
+
+
+@mode("campaign-list-cycle")
+async def _campaign_list_cycle(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """The sent-campaign list: page A links to B, B back to A."""
+    at = request.query.get("next", "A")
+    after = "B" if at == "A" else "A"
+    results = [{"id": f"110000000000{1 if at == 'A' else 2}", "status": "SENT"}]
+    return json_response(page_body(results, f"/v2/emailmarketing/campaigns?next={after}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,3 +487,63 @@ async def _inject(request: web.Request, server: Hostile) -> web.StreamResponse:
     status = server.state.get("status", 403)
     body = orjson.dumps([{"error_key": "x\x1b[2Jkey\r\n", "error_message": INJECTION}])
     return json_response(body, status)
+
+
+# ---------------------------------------------------------------------------------------------
+# The library in a long-lived app (issue 12), continued: a mixed account, and a server in a
+# process of its own (its clock and its event loop untouched by the client under test).
+# ---------------------------------------------------------------------------------------------
+
+
+@mode("mixed")
+async def _mixed(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """Contacts numbered 1000 and up are endless (see ``endless``), 900 to 999 are unknown
+    (404 with the API's error body); the others have one page of three opens."""
+    number = int(contact_of(request) or 0)
+    if number >= 1000:
+        return await _endless(request, server)
+    if number >= 900:
+        body = [{"error_key": "http.status.not_found", "error_message": "Contact not found"}]
+        return json_response(orjson.dumps(body), 404)
+    return await _ok(request, server)
+
+
+_SERVER_SCRIPT = str(Path(__file__).with_name("hostile_server.py"))
+
+
+class HostileProcess:
+    """``Hostile(mode)`` in a child process, for tests that count request starts per second:
+    in a thread of the test's own process, the server's arrival times would carry the
+    client's pauses (the GIL, its event loop) as jitter.
+
+    ``state`` seeds ``server.state`` (JSON values). On exit, ``arrivals`` holds the arrival
+    times (seconds, the child's monotonic clock) and ``state`` the mode's counters.
+    """
+
+    def __init__(self, mode_name: str, state: dict[str, Any] | None = None) -> None:
+        self.mode = mode_name
+        self.url = ""
+        self.arrivals: list[float] = []
+        self.state: dict[str, Any] = dict(state or {})
+        self._proc: Any = None
+
+    def __enter__(self) -> HostileProcess:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, _SERVER_SCRIPT, self.mode, orjson.dumps(self.state).decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.url = self._proc.stdout.readline().decode().strip()
+        if not self.url.startswith("http://"):
+            self._proc.kill()
+            raise RuntimeError(f"the {self.mode} server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        out, _ = self._proc.communicate(timeout=30)  # closing stdin stops the server
+        report = orjson.loads(out)
+        self.arrivals = report["arrivals"]
+        self.state.update(report["state"])
