@@ -27,8 +27,8 @@ import pytest
 from simproc import KEY, TOKEN, SimProcess, bulkopens, read_ndjson, simulator
 
 from bulkopens import __version__
-from bulkopens.cli._parser import build_parser
 from bulkopens.cli._demo import JUNK_LINES, UNKNOWN_IDS, demo_config
+from bulkopens.cli._parser import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

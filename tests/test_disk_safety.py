@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from simproc import SimProcess, bulkopens, read_ndjson, simulator
 
-from bulkopens.cli._demo import write_contacts
 from bulkopens._files import RecordFiles
+from bulkopens.cli._demo import write_contacts
 
 IDS = [str(i) for i in range(1, 31)]  # all known to the simulators below: exit 0 when done
 ROOT = os.geteuid() == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from bulkopens.cli._output import ProgressReporter, plural
 from bulkopens._stats import Progress, Stats
+from bulkopens.cli._output import ProgressReporter, plural
 
 
 def snapshot(**counts: int) -> Progress:
