@@ -20,9 +20,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sized
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, overload
 
-import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -83,6 +82,9 @@ from bulkopens._types import (
     UnsubscribeRecord,
 )
 from bulkopens._writer import Failure, FileSink, StreamSink
+
+if TYPE_CHECKING:
+    import aiohttp
 
 R = TypeVar("R", covariant=True)
 Since = str | datetime | date | None

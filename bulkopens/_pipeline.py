@@ -26,9 +26,8 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from yarl import URL
@@ -53,6 +52,9 @@ from bulkopens._state import AsyncStore, Claim
 from bulkopens._stats import Progress, RequestMetrics, Stats, last_status
 from bulkopens._summaries import walk_summary
 from bulkopens._writer import ContactFailed, InvalidInput, Result, Sink
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @runtime_checkable
@@ -327,6 +329,25 @@ async def _tick(
             await done.wait()
 
 
+async def _hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """Send ``item``, waiting only when the stream is full. ``send()`` always yields to the
+    event loop, so a producer that awaited it would hand on one item per loop turn and leave
+    the consumers waiting: handed on at once, a whole batch is queued in one turn."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _take(stream: MemoryObjectReceiveStream[T]) -> T:
+    """Receive an item, waiting only when the stream is empty (``receive()`` always yields
+    first); raises EndOfStream at the end."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()
+
+
 async def _read(ids: IdSource, out: MemoryObjectSendStream[list[str]], stopper: _Stopper) -> None:
     """Pass the input on in lists: whole batches where the source allows it, so the store
     is asked about many ids per thread hop. An error of the source stops the run and is
@@ -335,14 +356,14 @@ async def _read(ids: IdSource, out: MemoryObjectSendStream[list[str]], stopper: 
         try:
             if isinstance(ids, IdBatches):
                 async for chunk in ids.batches():
-                    await out.send(chunk)
+                    await _hand_on(out, chunk)
             elif isinstance(ids, AsyncIterable):
                 async for raw in ids:  # a general async source may stall: never hold ids back
-                    await out.send([raw])
+                    await _hand_on(out, [raw])
             else:
                 source = iter(ids)
                 while chunk := list(itertools.islice(source, _CLAIM_BATCH)):
-                    await out.send(chunk)
+                    await _hand_on(out, chunk)
         except Exception as exc:
             stopper.fail(exc, "the id source")
 
@@ -381,7 +402,7 @@ async def _claim(
     async with ids, work_out, results:
         while True:
             try:
-                batch = await ids.receive()
+                batch = await _take(ids)
             except anyio.EndOfStream:
                 return
             with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
@@ -392,7 +413,7 @@ async def _claim(
                 cid = parse_contact_id(raw) if isinstance(raw, str) else None
                 if cid is None:
                     stats.contacts_invalid += 1
-                    await results.send(InvalidInput(shorten_input(raw)))
+                    await _hand_on(results, InvalidInput(shorten_input(raw)))
                 else:
                     valid.append(cid)
             if not valid:
@@ -410,7 +431,7 @@ async def _claim(
             for claim in claims:
                 if claim.work is not None:
                     stats.contacts_seen += 1
-                    await work_out.send(claim.work)
+                    await _hand_on(work_out, claim.work)
                 elif claim.why == "duplicate":
                     stats.duplicates += 1
                 else:
@@ -434,15 +455,16 @@ async def _work(
 ) -> None:
     """One worker: take a contact, walk all of its pages, hand every page on in order."""
     async with work_in, results:
-        async for work in work_in:
+        while True:
+            try:
+                work = await _take(work_in)
+            except anyio.EndOfStream:
+                return
             try:
                 async with contextlib.aclosing(pages_of(work)) as pages:
                     async for page in pages:
                         stats.pages += 1
-                        try:  # no event-loop round trip per page while the sink keeps up
-                            results.send_nowait(page)
-                        except anyio.WouldBlock:
-                            await results.send(page)
+                        await _hand_on(results, page)
             except ContactError as exc:
                 error = exc.for_contact(work.contact_id)
                 await results.send(ContactFailed(work.contact_id, error, work))

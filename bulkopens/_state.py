@@ -38,7 +38,7 @@ import anyio
 
 from bulkopens._disk import refuse_link, state_error, write_error
 from bulkopens._exceptions import ConfigurationError
-from bulkopens._pagination import Work
+from bulkopens._work import Work
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".bulkopens"

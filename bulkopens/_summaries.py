@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from yarl import URL
 
 from bulkopens._ids import stringify_ids
-from bulkopens._pagination import PageBatch, Work
 from bulkopens._reports import Report, Scope
+from bulkopens._work import PageBatch, Work
 
 
 class Fetcher(Protocol):

@@ -24,9 +24,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from bulkopens._disk import write_error
 from bulkopens._exceptions import ContactError, InvalidContactId, RunStopped
 from bulkopens._files import RecordFiles
-from bulkopens._pagination import PageBatch, Work, line_hash, lines_of
 from bulkopens._state import DONE, FAILED, GONE, AsyncStore, ContactMark, FileMark
 from bulkopens._stats import Stats
+from bulkopens._work import PageBatch, Work, line_hash, lines_of
 
 
 @dataclass(frozen=True, slots=True)
