@@ -1,4 +1,7 @@
-"""The run: the only place that creates task groups, streams, the pacer and the session.
+"""The run: its task group and its streams (reader, claimer, workers, sink), the request path
+(``build_fetcher``) and a client's gate (``new_gate``). Besides this module, only the client
+starts a task (one per iterator, with the stream it hands pages on), and the CLI one task group
+(its signal watcher around the export).
 
 Data flows one way::
 
