@@ -215,7 +215,8 @@ class Contender:
     label: str
     script: str | None  # file under contenders/; None = ``python -m bulkopens fetch``
     writes: bool = True  # writes NDJSON that can be counted
-    extra: tuple[str, ...] = ()  # more arguments for the script
+    extra: tuple[str, ...] = ()  # more arguments for the script (or the CLI)
+    launcher: tuple[str, ...] = ()  # the CLI: how it is started; () = python -m bulkopens
 
     def command(self, url: str, contacts: Path, out: Path, opts: RunOptions) -> list[str]:
         common = [
@@ -223,13 +224,18 @@ class Contender:
             "--concurrency", str(opts.concurrency), "--page-size", str(opts.page_size),
         ]  # fmt: skip
         if self.script is None:  # the CLI takes its secrets from the environment
-            return [sys.executable, "-m", "bulkopens", "fetch", *common, "--quiet"]
+            launcher = self.launcher or (sys.executable, "-m", "bulkopens")
+            return [*launcher, "fetch", *common, "--quiet", *self.extra]
         script = str(CONTENDER_DIR / self.script)
         return [
             sys.executable, script, "--base-url", url, "--api-key", KEY, "--token", TOKEN,
             *common, *self.extra,
         ]  # fmt: skip
 
+
+#: The installed ``bulkopens`` command beside this interpreter (what a user runs; with
+#: ``--ref``, PYTHONPATH makes it import the snapshot).
+CONSOLE_SCRIPT = Path(sys.executable).parent / "bulkopens"
 
 #: Whether uvloop is installed (the ``uvloop`` extra; the bench extra has it): the CLI then
 #: runs on it (``--event-loop auto``), and the library is measured on both loops.
@@ -248,6 +254,13 @@ CONTENDERS = {
         ),
         Contender(
             "a-cli", f"bulkopens CLI (durable, {'uvloop' if HAS_UVLOOP else 'asyncio'})", None
+        ),
+        Contender(
+            "a-cmd",
+            "bulkopens command (console script, asyncio: the default install)",
+            None,
+            extra=("--event-loop", "asyncio"),
+            launcher=(str(CONSOLE_SCRIPT),),
         ),
         Contender("b", "SDK loop (sequential)", "sdk_loop.py"),
         Contender("c", "hand-written asyncio", "handwritten.py"),
@@ -276,6 +289,7 @@ class ProcessResult:
     stderr: str
     rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
     started: float = 0.0  # time.monotonic() at spawn (CLOCK_MONOTONIC, as the simulator's)
+    switches: int = 0  # voluntary context switches (ru_nvcsw)
 
 
 @dataclass(slots=True)
@@ -360,6 +374,7 @@ def run_process(
         stderr=err_path.read_text(errors="replace"),
         rss_samples=[(t, mb) for t, mb in result["samples"]],
         started=result["start"],
+        switches=result.get("switches", 0),
     )
 
 

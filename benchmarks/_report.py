@@ -11,11 +11,14 @@ from benchmarks._scenarios import (
     FAULT_CONTENDERS,
     RATE_CONTENDERS,
     SPEED_CONTENDERS,
+    WHOLE_CONCURRENCY,
+    WHOLE_CONTENDERS,
     FaultCase,
     MemoryCase,
     Plan,
     RateCase,
     SpeedCase,
+    WholeCase,
 )
 from bulkopens._ratelimit import SAFETY_MARGIN
 
@@ -146,6 +149,7 @@ def render(
     mem: list[MemoryCase] | None,
     fault: FaultCase | None,
     command: str,
+    whole: WholeCase | None = None,
 ) -> str:
     targets: list[Target] = []
     sections: list[str] = []
@@ -157,6 +161,8 @@ def render(
         sections.append(_memory_section(mem, targets))
     if fault:
         sections.append(_fault_section(fault, targets))
+    if whole:
+        sections.append(_whole_section(whole, targets))
     head = [
         "# bulkopens benchmark results",
         "",
@@ -191,7 +197,9 @@ def render(
         "Contenders: **a** bulkopens, through the library (`a-lib`, "
         "`Client(...).export(...)`, durable commits on, asyncio's loop; `a-uv` the same "
         "on uvloop, when installed) and the CLI (`a-cli`, `python -m bulkopens fetch "
-        "--quiet`, which runs on uvloop when it is installed); **b** a sequential SDK-style loop "
+        "--quiet`, which runs on uvloop when it is installed; `a-cmd`, the installed "
+        "`bulkopens` command on asyncio's loop, as a default install runs it); **b** a "
+        "sequential SDK-style loop "
         "(`contenders/sdk_loop.py`); **c** a hand-written asyncio client with aiohttp, "
         "a semaphore, gather, orjson and `aiolimiter.AsyncLimiter(rate, 1)` "
         "(`contenders/handwritten.py`); **d** a raw aiohttp loop that only fetches pages "
@@ -542,5 +550,62 @@ def _fault_section(case: FaultCase, targets: list[Target]) -> str:
             what = "bulkopens runs with incomplete or duplicated output"
             runs = f"of {len(clean) + len(faulty)} runs"
             targets.append(Target("4 faults", what, bad, "==", 0, "{:.0f}", runs))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _whole_section(case: WholeCase, targets: list[Target]) -> str:
+    runs = case.runs
+    lines = [
+        "## 5. Whole process, many small contacts",
+        "",
+        f"{case.contacts:,} contacts of 0-20 opens each (so every contact is one page), "
+        f"unthrottled (`--rate 0`), concurrency {WHOLE_CONCURRENCY}, default page size: what a "
+        "user waits for, from exec to exit. bulkopens is the installed `bulkopens` command "
+        "(`a-cmd`: the console script, `--event-loop asyncio --quiet`, durable commits on, no "
+        "extra installed), so start-up, dispatch, every contact's bookkeeping, the last commit "
+        "and teardown all count. **wall** = process wall time, **CPU** = `ru_utime + "
+        "ru_stime`, **switches** = voluntary context switches (`ru_nvcsw`: waits on a lock, "
+        "a thread, the network). **speed ÷ c** = c's wall ÷ a-cmd's wall in the same round "
+        f"(above 1.0: bulkopens finished first). {_rounds(len(runs.get('a-cmd', [])))}, "
+        "contenders alternating, after a warm-up run of d.",
+        "",
+        "| contender | wall s | CPU s | switches | peak RSS MB | records complete |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in WHOLE_CONTENDERS:
+        rs = runs.get(key, [])
+        if not rs:
+            continue
+        complete = "–"
+        if CONTENDERS[key].writes:
+            ok = all(r.lines == case.truth_records and r.unique_lines == r.lines for r in rs)
+            complete = "yes" if ok else "**NO**"
+        lines.append(
+            f"| {key}: {CONTENDERS[key].label} | {spread([r.proc.wall for r in rs], '{:.2f}')} | "
+            f"{spread([r.proc.cpu for r in rs], '{:.2f}')} | "
+            f"{spread([float(r.proc.switches) for r in rs], '{:.0f}')} | "
+            f"{spread([r.proc.maxrss_mb for r in rs], '{:.0f}')} | {complete} |"
+        )
+    lines += ["", "| ratio | median (min–max) |", "|---|---|"]
+    a = runs.get("a-cmd", [])
+    for other in ("c", "d"):
+        b = runs.get(other, [])
+        if not a or not b:
+            continue
+        speed = paired_ratios(b, a, lambda r: r.proc.wall)
+        cpu = paired_ratios(a, b, lambda r: r.proc.cpu)
+        lines += [
+            f"| a-cmd speed ÷ {other} ({other} wall ÷ a-cmd wall) | {spread(speed, '{:.2f}')} |",
+            f"| a-cmd CPU ÷ {other} | {spread(cpu, '{:.2f}')} |",
+        ]
+        if other == "c":
+            targets.append(
+                Target("5 whole process", "a-cmd speed ÷ c", median(speed), ">=", 1.0, "{:.2f}")
+            )
+    if a:
+        bad = sum(1 for r in a if r.lines != case.truth_records or r.unique_lines != r.lines)
+        what = "bulkopens runs with incomplete or duplicated output"
+        targets.append(Target("5 whole process", what, bad, "==", 0, "{:.0f}", f"of {len(a)}"))
     lines.append("")
     return "\n".join(lines)

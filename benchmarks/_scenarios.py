@@ -41,6 +41,8 @@ class Plan:
     fault_rounds: int
     fault_contacts: int
     concurrency: int = 16  # unthrottled runs: bulkopens' default for --rate 0, for everyone
+    whole_rounds: int = 8
+    whole_contacts: int = 3000  # 0-20 opens each: one page per contact
 
 
 FULL = Plan(
@@ -71,6 +73,7 @@ QUICK = Plan(
     memory_deadline=6.0,
     fault_rounds=1,
     fault_contacts=100,
+    whole_rounds=2,
 )
 
 
@@ -262,4 +265,40 @@ def faults(plan: Plan, work: Path, logs: Path) -> FaultCase:
                 target = case.clean if kind == "clean" else case.faulty
                 target.setdefault(key, []).append(run)
                 log(f"    {kind:6} {_brief(run)}, {run.lines} lines")
+    return case
+
+
+# -- 5. whole process -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WholeCase:
+    contacts: int
+    truth_records: int = 0
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+
+WHOLE_CONTENDERS = ("a-cmd", "c", "d")
+WHOLE_CONCURRENCY = 32
+#: An account whose contacts have 0-20 opens each (no heavy one): a page per contact.
+WHOLE_SIM_ARGS = (
+    "--contacts", "100000", "--heavy-fraction", "0", "--rate", "0", "--daily-quota", "0",
+)  # fmt: skip
+
+
+def whole(plan: Plan, work: Path, logs: Path) -> WholeCase:
+    """The installed command from exec to exit (start-up, dispatch, every contact's
+    bookkeeping, the last commit, teardown) on many one-page contacts, unthrottled, against
+    the hand-written client and the raw loop, alternating."""
+    case = WholeCase(plan.whole_contacts)
+    contacts = write_contacts(work / f"contacts-{case.contacts}.txt", range(1, case.contacts + 1))
+    opts = RunOptions(rate=0, concurrency=WHOLE_CONCURRENCY)
+    with Simulator(WHOLE_SIM_ARGS, logs) as sim:
+        case.truth_records = sim.truth_count([str(i) for i in range(1, case.contacts + 1)])
+        warm = run_contender(sim, CONTENDERS["d"], contacts, opts, work)  # fills the caches
+        log(f"[5] whole process: {case.contacts} contacts, {warm.sim.ok} pages")
+        for _, key in rotations(WHOLE_CONTENDERS, plan.whole_rounds):
+            run = run_contender(sim, CONTENDERS[key], contacts, opts, work)
+            case.runs.setdefault(key, []).append(run)
+            log(f"    {_brief(run)}, {run.proc.switches} switches")
     return case

@@ -8,7 +8,8 @@ is below any contender's real peak.
 
 Protocol: one JSON job per line on stdin (``argv``, ``env``, ``stdout``, ``stderr``,
 ``deadline``, ``sample``), one JSON result per line on stdout (``exit_code``, ``wall``,
-``cpu``, ``maxrss_kb``, ``stopped``, ``samples``). The working directory is ``argv[1]``.
+``cpu``, ``maxrss_kb``, ``switches``, ``stopped``, ``samples``). The working directory is
+``argv[1]``.
 """
 
 import json
@@ -82,6 +83,7 @@ def run(job: dict) -> dict:
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
         "maxrss_kb": usage.ru_maxrss,
+        "switches": usage.ru_nvcsw,  # voluntary context switches (waits: futex, epoll, I/O)
         "stopped": stopped_at is not None,
         "samples": samples,
         "start": start,  # CLOCK_MONOTONIC: comparable with the simulator's request times

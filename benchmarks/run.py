@@ -34,7 +34,7 @@ from benchmarks._harness import (
     write_contacts,
 )
 
-SCENARIOS = ("rate", "speed", "memory", "faults")
+SCENARIOS = ("rate", "speed", "memory", "faults", "whole")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = _scenarios.QUICK if args.quick else _scenarios.FULL
     if args.rounds:
         r = args.rounds
-        plan = dataclasses.replace(plan, rate_rounds=r, speed_rounds=r, fault_rounds=r)
+        plan = dataclasses.replace(
+            plan, rate_rounds=r, speed_rounds=r, fault_rounds=r, whole_rounds=r
+        )
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SCENARIOS)
     if unknown:
@@ -106,9 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         speed = _scenarios.unthrottled(plan, work, logs) if "speed" in only else None
         mem = _scenarios.memory(plan, work, logs) if "memory" in only else None
         fault = _scenarios.faults(plan, work, logs) if "faults" in only else None
+        whole = _scenarios.whole(plan, work, logs) if "whole" in only else None
         commit_at_end = machine_facts()["commit"]
     text = _report.render(
-        plan, facts, commit_at_end, started, time.monotonic(), rate, speed, mem, fault, command
+        plan,
+        facts,
+        commit_at_end,
+        started,
+        time.monotonic(),
+        rate,
+        speed,
+        mem,
+        fault,
+        command,
+        whole,
     )
     results.write_text(text, encoding="utf-8")
     print(f"\nwrote {results} in {(time.monotonic() - started) / 60:.1f} min", flush=True)
