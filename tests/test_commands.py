@@ -336,3 +336,16 @@ def test_check_says_when_the_host_is_dead_or_not_the_api(tmp_path: Path) -> None
         wrong = bulkopens("check", "--base-url", server.url, env=env)
     assert wrong.returncode == 69
     assert "the Constant Contact API" in wrong.stderr
+
+
+def test_windows_gets_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bulkopens.cli import main
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert main(["fetch", "--contacts", "x", "--out", "y"]) == 2
+    assert capsys.readouterr().err == (
+        "bulkopens: error: bulkopens runs on POSIX systems (Linux, macOS): it needs fcntl and "
+        "POSIX signals\n"
+    )
