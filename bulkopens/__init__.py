@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from bulkopens._artifacts import (
         Summary,
     )
+    from bulkopens._budget import (
+        Budget,
+    )
     from bulkopens._campaigns import (
         Plan,
     )
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
         InvalidContactId,
         OutputError,
         QuotaExhausted,
+        RequestLimitReached,
         RetriesExhausted,
         RetryableError,
         RunStopped,
@@ -91,6 +95,7 @@ _WHERE: dict[str, str] = {
     "AnswerTooLarge": "bulkopens._exceptions",
     "AuthenticationError": "bulkopens._exceptions",
     "BounceRecord": "bulkopens._types",
+    "Budget": "bulkopens._budget",
     "BulkOpensError": "bulkopens._exceptions",
     "CampaignActivitySummary": "bulkopens._types",
     "CampaignReportName": "bulkopens._types",
@@ -113,6 +118,7 @@ _WHERE: dict[str, str] = {
     "Plan": "bulkopens._campaigns",
     "Progress": "bulkopens._stats",
     "QuotaExhausted": "bulkopens._exceptions",
+    "RequestLimitReached": "bulkopens._exceptions",
     "REPORTS": "bulkopens._reports",
     "Record": "bulkopens._types",
     "RecordStream": "bulkopens._client",
@@ -142,6 +148,7 @@ __all__ = [
     "AnswerTooLarge",
     "AuthenticationError",
     "BounceRecord",
+    "Budget",
     "BulkOpensError",
     "CampaignActivitySummary",
     "CampaignReportName",
@@ -165,6 +172,7 @@ __all__ = [
     "Record",
     "RecordStream",
     "ReportName",
+    "RequestLimitReached",
     "RequestMetrics",
     "RetriesExhausted",
     "RetryableError",

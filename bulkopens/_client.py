@@ -26,6 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
+from bulkopens._budget import Budget, SharedPacer
 from bulkopens._campaigns import Plan, read_contacts, sent_campaigns
 from bulkopens._check import Check, probe
 from bulkopens._config import (
@@ -56,12 +57,11 @@ from bulkopens._pipeline import (
     RequestHook,
     RunOptions,
     build_fetcher,
-    new_gate,
     run_pipeline,
 )
 from bulkopens._ratelimit import Gate
 from bulkopens._state import AsyncStore, Store
-from bulkopens._stats import Stats
+from bulkopens._stats import RequestMetrics, Stats
 from bulkopens._types import (
     SENT,
     ActivityRecord,
@@ -112,6 +112,13 @@ class Client:
     client keeps no more requests in flight than its connector allows (``limit`` and
     ``limit_per_host``). Do not trace it: a trace sees the v2 ``api_key`` in every URL; use
     ``on_request`` for request metrics instead.
+
+    ``budget`` shares the API key's limits with every other client and process on the key:
+    by default (None, ``"local"``) with every process of the user on this machine; a
+    ``"redis://HOST:PORT/DB"`` URL with a fleet; or a :class:`~bulkopens.Budget` object, which
+    also sets the daily ledger's quota (10,000 by default: pass ``Budget(daily_quota=250_000)``
+    for a partner key), a reserve, a request cap and waiting for the quota. ``"process"``
+    paces this client alone and keeps no ledger.
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class Client:
         on_progress: ProgressHook | None = None,
         on_plan: PlanHook | None = None,
         on_request: RequestHook | None = None,
+        budget: Budget | str | None = None,
     ) -> None:
         self._settings = Settings(
             api_key=api_key,
@@ -152,7 +160,9 @@ class Client:
         self._session = session
         self._on_progress = on_progress
         self._on_plan = on_plan
-        self._on_request = on_request
+        self._budget = budget if isinstance(budget, Budget) else Budget(budget)
+        self._on_request = on_request if self._budget.store is None else self._tell_budget
+        self._their_on_request = on_request
         self._gate: Gate | None = None
         self._streams: set[_Fetching] = set()  # the running iterators
         self._closed = False
@@ -198,6 +208,9 @@ class Client:
             session, self._session = self._session, None
             if self._own_session and session is not None:
                 await session.close()
+            gate, self._gate = self._gate, None
+            if gate is not None:
+                await self._budget.release()
 
     def _start(self) -> tuple[aiohttp.ClientSession, Gate]:
         """The session and the gate, made at first use inside the running loop."""
@@ -209,8 +222,20 @@ class Client:
                 self._session = new_session(
                     s.workers, s.connect_timeout, s.read_timeout, s.request_timeout
                 )
-            self._gate = new_gate(s.rate, _slots(s.workers, self._session))
+            if self._gate is None:
+                pacer = self._budget.pacer(s.api_key, s.base_url, s.rate)
+                self._gate = Gate(pacer, _slots(s.workers, self._session))
         return self._session, self._gate
+
+    def _tell_budget(self, metrics: RequestMetrics) -> None:
+        """The request hook in front of the caller's: the API's own "daily quota spent"
+        answer marks the day spent in the shared ledger."""
+        if metrics.error == "QuotaExhausted" and self._gate is not None:
+            pacer = self._gate.pacer
+            if isinstance(pacer, SharedPacer):
+                pacer.refused_for_today()
+        if self._their_on_request is not None:
+            self._their_on_request(metrics)
 
     def _track(self, stream: _Fetching, task: asyncio.Task[None]) -> None:
         self._streams.add(stream)

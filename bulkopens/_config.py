@@ -14,6 +14,10 @@ from bulkopens._timefmt import format_instant, parse_instant
 
 DEFAULT_BASE_URL = "https://api.constantcontact.com"
 DEFAULT_RATE = 4.0
+# The API key's requests a day (UTC), as the shared ledger counts them (bulkopens._budget): a
+# standard key has 10,000; a partner key 250,000 (on request).
+DEFAULT_DAILY_QUOTA = 10_000
+PARTNER_DAILY_QUOTA = 250_000
 MAX_PAGE_SIZE = 500
 # Pages one contact's (or campaign's) walk may read: 5 million records at 500 a page, far past
 # any honest report, yet a bound on a server that hands out fresh next_links for ever.

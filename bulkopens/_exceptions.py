@@ -16,6 +16,7 @@
     └── RunStopped ................ the whole run stops; it can be resumed
         ├── AuthenticationError ... 401, or a 403 that is not a rate limit
         ├── QuotaExhausted ........ the daily quota is spent; resets at 00:00 UTC
+        │   └── RequestLimitReached  this run's --max-requests is spent; run it again
         ├── ServiceUnavailable .... the host cannot be reached, is not the API, fails or
         │                           throttles every request: stop fast, resume later
         ├── OutputError ........... the disk is full or failing; free space, run it again
@@ -28,7 +29,7 @@ and text the server sent is passed through :func:`bulkopens._redact.Redactor` fi
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -162,6 +163,14 @@ class QuotaExhausted(RunStopped):
     def __init__(self, message: str, *, resets_at: datetime) -> None:
         super().__init__(message)
         self.resets_at = resets_at
+
+
+class RequestLimitReached(QuotaExhausted):
+    """The run has sent the requests its budget allows (``--max-requests``,
+    ``Budget(max_requests=...)``); the same command goes on from there, with a new budget."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, resets_at=datetime.now(UTC))
 
 
 class ServiceUnavailable(RunStopped):

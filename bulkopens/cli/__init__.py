@@ -1,4 +1,5 @@
-"""The command line: ``bulkopens fetch``, ``check``, ``status``, ``demo`` and ``simulate``.
+"""The command line: ``bulkopens fetch``, ``check``, ``status``, ``quota``, ``demo`` and
+``simulate``.
 
 A client of the library's public API, in its own package: :mod:`._parser` (commands, options,
 exit codes), :mod:`._run` (fetch, check, status), :mod:`._input` (reading ids once, streaming),
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from bulkopens.cli._parser import EXIT_INTERRUPTED, EXIT_USAGE, build_parser
 
-_COMMANDS = ("fetch", "check", "status", "demo", "simulate")
+_COMMANDS = ("fetch", "check", "status", "quota", "demo", "simulate")
 
 
 def _command(argv: Sequence[str]) -> str:
@@ -48,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             code: int = run_demo(args)
             return code
+        if args.command == "quota":
+            from bulkopens.cli._quota import run_quota
+
+            return run_quota(args)
         from bulkopens.cli._run import run_check, run_fetch, run_status
 
         if args.command == "status":

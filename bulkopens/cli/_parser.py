@@ -14,12 +14,14 @@ from typing import Any, NoReturn
 
 from bulkopens._config import (
     DEFAULT_BASE_URL,
+    DEFAULT_DAILY_QUOTA,
     DEFAULT_MAX_PAGE_BYTES,
     DEFAULT_MAX_PAGES,
     DEFAULT_RATE,
     DEFAULT_REQUEST_TIMEOUT,
     MAX_PAGE_SIZE,
     MIN_PAGE_BYTES,
+    PARTNER_DAILY_QUOTA,
     normalise_since,
 )
 from bulkopens._exceptions import ConfigurationError
@@ -55,7 +57,8 @@ exit codes:
   1    done, and some contacts (campaigns) are in errors.ndjson
   2    usage or configuration error; nothing fetched
   3    authentication failed; the run stopped and can be resumed
-  4    the daily quota is exhausted; resume after 00:00 UTC
+  4    the daily quota is exhausted (the API said so, or the key's ledger reached
+       --daily-quota less --reserve); resume after 00:00 UTC; or --max-requests is spent
   69   the API cannot be used (host unreachable, not the API, failing or throttling
        every request); the run stopped and can be resumed
   70   an internal error (a bug: please report it); committed work is kept
@@ -73,6 +76,7 @@ examples:
   bulkopens fetch --contacts contacts.txt --out opens/  # the batch job (run it again to resume)
   bulkopens fetch --contacts contacts.txt --out opens/ --plan   # what it would cost
   bulkopens status opens/                               # what a (running) job has done
+  bulkopens quota                                       # the key's requests spent today
   bulkopens simulate --port 8080                        # the simulator, for your own tests
 
 'bulkopens COMMAND --help' tells more about each command.
@@ -218,6 +222,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if wanted("status"):
         status.add_argument("out", metavar="OUT", help="the --out directory of a fetch")
         status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+
+    quota = commands.add_parser(
+        "quota",
+        help="show the API key's requests spent today, the daily quota and when it resets",
+        description="Read the API key's ledger (the local one, or --budget's Redis): the "
+        "requests every bulkopens process on the key has spent today (UTC), --daily-quota, "
+        "--reserve, what is left and when the quota resets. Sends no request to the API. "
+        "Exit 0; 2 for a bad setting; 69 when the --budget store cannot be reached.",
+        formatter_class=_DefaultsFormatter,
+    )
+    if wanted("quota"):
+        add_access_arguments(quota)
+        add_budget_arguments(quota, run=False)
+        quota.add_argument("--json", action="store_true", help="one JSON object, for scripts")
 
     simulate = commands.add_parser(
         "simulate",
@@ -405,6 +423,8 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         "5 million records at 500 a page)" + _env_help("MAX_PAGES"),
     )
 
+    add_budget_arguments(fetch)
+
     output = fetch.add_argument_group("output")
     output.add_argument(
         "--quiet",
@@ -439,6 +459,59 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
+    """The API key's shared budget and daily ledger (``fetch``; ``quota`` without ``run``)."""
+    budget = parser.add_argument_group(
+        "the API key's budget",
+        "Every process on one API key shares its pace and a ledger of the day's requests: "
+        "on this machine with no setup, across hosts through --budget redis://.",
+    )
+    budget.add_argument(
+        "--budget",
+        metavar="URL",
+        default=_env("BUDGET", None),
+        help="where the key's pace and ledger are shared: local (default: every process of "
+        "this user on this machine, in $XDG_STATE_HOME/bulkopens), redis://HOST:PORT/DB or "
+        "rediss://... (a fleet; the password in the URL or $BULKOPENS_REDIS_PASSWORD; pip "
+        "install 'bulkopens[redis]'), or process (this run alone, no ledger)" + _env_help("BUDGET"),
+    )
+    budget.add_argument(
+        "--daily-quota",
+        type=_non_negative_int,
+        default=_env("DAILY_QUOTA", DEFAULT_DAILY_QUOTA),
+        metavar="N",
+        help=f"the key's requests a day, UTC (default: {DEFAULT_DAILY_QUOTA:,}, a standard key; "
+        f"{PARTNER_DAILY_QUOTA:,} for a partner key; 0 = no ledger limit)"
+        + _env_help("DAILY_QUOTA"),
+    )
+    budget.add_argument(
+        "--reserve",
+        type=_non_negative_int,
+        default=_env("RESERVE", 0),
+        metavar="N",
+        help="requests a day to leave for other integrations on the key (default: 0)"
+        + _env_help("RESERVE"),
+    )
+    if not run:
+        return
+    budget.add_argument(
+        "--wait-for-quota",
+        action="store_true",
+        default=_env_flag("WAIT_FOR_QUOTA"),
+        help="when the day's quota (less --reserve) is spent, wait for 00:00 UTC and go on "
+        "instead of stopping with exit 4: a long export runs over several days unattended"
+        + _env_help("WAIT_FOR_QUOTA"),
+    )
+    budget.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        default=_env("MAX_REQUESTS", None),
+        metavar="N",
+        help="send at most N requests in this run, then stop (exit 4); the same command goes "
+        "on from there" + _env_help("MAX_REQUESTS"),
+    )
 
 
 def build_fetch_namespace(**values: Any) -> argparse.Namespace:

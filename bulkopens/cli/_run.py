@@ -26,10 +26,12 @@ from bulkopens import (
     OutputError,
     Plan,
     QuotaExhausted,
+    RequestLimitReached,
     RunStopped,
     ServiceUnavailable,
     Summary,
 )
+from bulkopens._budget import Budget
 from bulkopens._check import Check
 from bulkopens._config import DEFAULT_BASE_URL
 from bulkopens._redact import Redactor, printable
@@ -175,6 +177,7 @@ def run_fetch(
             if args.quiet
             else ProgressReporter(live=console.live, log_every=args.log_interval, console=console),
             on_plan=None if args.quiet else _print_plan,
+            budget=budget_of(args, run=True),
         )
         loop_options = event_loop_options(args.event_loop)
         source: ContactSource | None = None
@@ -284,6 +287,18 @@ def _plan_only(
         source.close()
     print(estimate.describe())
     return EXIT_OK
+
+
+def budget_of(args: argparse.Namespace, *, run: bool = False) -> Budget:
+    """The API key's budget that ``--budget``, ``--daily-quota`` and ``--reserve`` (and for a
+    run, ``--max-requests`` and ``--wait-for-quota``) describe; ConfigurationError if wrong."""
+    return Budget(
+        args.budget,
+        daily_quota=args.daily_quota,
+        reserve=args.reserve,
+        max_requests=args.max_requests if run else None,
+        wait_for_quota=args.wait_for_quota if run else False,
+    )
 
 
 def _rate_error(rate: float, base_url: str) -> str | None:
@@ -431,6 +446,8 @@ def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
     summary: Any = getattr(exc, "summary", None)
     if summary is not None and not quiet:
         _output().emit("summary", describe(summary), summary=summary.to_json())
+    if isinstance(exc, RequestLimitReached):
+        return _fail(EXIT_QUOTA, str(exc) + "; run the same command again to go on")
     if isinstance(exc, QuotaExhausted):
         return _fail(EXIT_QUOTA, redact(str(exc)) + "; run the same command again after the reset")
     if isinstance(exc, AuthenticationError):
