@@ -115,7 +115,7 @@ class Hostile:
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self._stop = asyncio.Event()
         self._ready.set()
         try:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -54,11 +54,11 @@ def output(out: Path, report: str = "opens") -> list[dict[str, Any]]:
     return records
 
 
-def key(record: dict[str, Any]) -> str:
+def key(record: Mapping[str, Any]) -> str:
     return json.dumps(record, sort_keys=True)
 
 
-def same_records(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+def same_records(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
     return Counter(map(key, a)) == Counter(map(key, b))
 
 
@@ -110,7 +110,7 @@ async def test_since_is_sent_and_inclusive(sim: Simulator, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("report", ["clicks", "all"])
-async def test_other_reports(sim: Simulator, tmp_path: Path, report: str) -> None:
+async def test_other_reports(sim: Simulator, tmp_path: Path, report: bulkopens.ReportName) -> None:
     async with client(sim) as c:
         await c.export(ids(20), tmp_path, report=report)
     assert same_records(output(tmp_path, report), sim.truth(report, ids(20)))
@@ -195,7 +195,8 @@ async def test_quota_stops_the_run_and_it_resumes(tmp_path: Path, style: str) ->
         assert info.value.resets_at > datetime.now(UTC)
         assert info.value.resets_at.hour == 0
         assert len(over) <= 4  # every worker stops at once
-        summary = info.value.summary  # type: ignore[attr-defined]
+        summary = info.value.summary
+        assert summary is not None
         assert summary.status == "quota_exhausted"
         saved = json.loads((tmp_path / "summary.json").read_text())
         assert saved["quota_resets_at"].endswith("T00:00:00Z")
@@ -219,7 +220,8 @@ async def test_bad_credentials_stop_all_workers_promptly(
             await c.export(ids(60), tmp_path)
     assert len(sim.request_log) <= 8
     assert "wrong-credential-123" not in str(info.value)
-    assert info.value.summary.status == "auth_failed"  # type: ignore[attr-defined]
+    assert info.value.summary is not None
+    assert info.value.summary.status == "auth_failed"
 
 
 # -- 404: this contact fails for good; the run goes on -----------------------------------------

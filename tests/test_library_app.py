@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
@@ -130,7 +131,7 @@ async def test_buffer_bounds_the_read_ahead_of_a_stalled_reader(
     with Hostile("endless") as server:
         client = bulkopens.Client(KEY, TOKEN, base_url=server.url, rate=0, page_size=page_size)
         async with client:
-            kw = {} if buffer is None else {"buffer": buffer}
+            kw: dict[str, Any] = {} if buffer is None else {"buffer": buffer}
             async with client.records(["1000"], **kw) as stream:
                 async for _ in stream:
                     break
@@ -247,10 +248,10 @@ async def test_ids_ints_junk_and_a_bare_string() -> None:
         async with bulkopens.Client(KEY, TOKEN, base_url=server.url, rate=0) as client:
             for bare in ("123", b"123"):
                 with pytest.raises(TypeError, match="not a single"):
-                    client.records(bare)  # type: ignore[call-overload]
+                    client.records(bare)
             with pytest.raises(TypeError, match="iterable"):
                 client.records(123)  # type: ignore[call-overload]
-            stream = client.records([1, 2, "3", "abc", 2.5, None, True, -4, 950])
+            stream = client.records([1, 2, "3", "abc", 2.5, None, True, -4, 950])  # type: ignore[list-item]
             records = [r async for r in stream]
             assert sorted({r["contact_id"] for r in records}) == ["1", "2", "3"]
             failures = {f.id: f for f in stream.failures}
