@@ -86,8 +86,9 @@ print(f"requests {len(marks) // 2}, in flight: mean {weighted / span:.1f}, quart
 """
 
 
-def snapshot(ref: str | None, into: Path) -> Path:
-    """bulkopens at ``ref`` (None: the working tree as it is now) under ``into``."""
+def snapshot(ref: str | None, into: Path, overlay: list[str] | None = None) -> Path:
+    """bulkopens at ``ref`` (None: the working tree as it is now) under ``into``, with the
+    files ``overlay`` names (paths from the repository root) as they are in the working tree."""
     into.mkdir(parents=True)
     if ref is None or ref == "worktree":
         shutil.copytree(REPO_DIR / "bulkopens", into / "bulkopens")
@@ -96,6 +97,8 @@ def snapshot(ref: str | None, into: Path) -> Path:
             ["git", "archive", ref, "bulkopens"], cwd=REPO_DIR, capture_output=True, check=True
         )
         subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    for path in overlay or []:
+        shutil.copy2(REPO_DIR / path, into / path)
     return into
 
 
@@ -110,18 +113,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("before", help="a git revision, or worktree")
     parser.add_argument("after", nargs="?", help="a git revision (default: the working tree)")
+    parser.add_argument(
+        "--overlay",
+        nargs="*",
+        metavar="PATH",
+        help="after = AFTER (default HEAD) with these files from the working tree: your own "
+        "edits, measured without others' edits in progress",
+    )
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--contacts", type=int, default=3000)
     parser.add_argument("--with", dest="others", nargs="*", default=[], choices=("c", "d"))
-    parser.add_argument("--in-flight", action="store_true", help="the probe, for `before` only")
+    parser.add_argument(
+        "--in-flight", action="store_true", help="the probe, of AFTER (or --overlay) if given"
+    )
     args = parser.parse_args()
     pin_self_to_client_cpu()
     work = Path(tempfile.mkdtemp(prefix="bulkopens-compare-"))
     try:
         contacts = write_contacts(work / "contacts.txt", range(1, args.contacts + 1))
-        versions = {"before": snapshot(args.before, work / "before")}
-        if not args.in_flight:
-            versions["after"] = snapshot(args.after, work / "after")
+        after = args.after or ("HEAD" if args.overlay else None)
+        if args.in_flight:  # the probe: of `after` when one is named, else of `before`
+            probed = args.after is not None or bool(args.overlay)
+            ref, overlay = (after, args.overlay) if probed else (args.before, None)
+            versions = {"probe": snapshot(ref, work / "probe", overlay)}
+        else:
+            versions = {"before": snapshot(args.before, work / "before")}
+            versions["after"] = snapshot(after, work / "after", args.overlay)
         names = [*versions, *args.others]
         results: dict[str, list[ProcessResult]] = {name: [] for name in names}
         with Simulator(WHOLE_SIM_ARGS, work / "logs") as sim:
@@ -153,6 +170,8 @@ def main() -> int:
                     f"{k} {v[-1].wall:.2f}s/{v[-1].cpu:.2f}s" for k, v in results.items()
                 ), flush=True)  # fmt: skip
         labels = {"before": args.before, "after": args.after or "working tree"}
+        if args.overlay:
+            labels["after"] = f"{args.after or 'HEAD'} + {len(args.overlay)} files"
         print(f"\n{args.contacts} contacts, {args.rounds} alternating rounds")
         print(f"{'':24} {'wall s':>20} {'CPU s':>20} {'vol. switches':>22}")
         for name, procs in results.items():

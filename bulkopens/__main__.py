@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bulkopens.cli import main
+from bulkopens.cli import console
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

@@ -335,10 +335,12 @@ async def _tick(
 async def _hand_on(stream: MemoryObjectSendStream[T], item: T) -> None:
     """Send ``item``, waiting only when the stream is full. ``send()`` always yields to the
     event loop, so a producer that awaited it would hand on one item per loop turn and leave
-    the consumers waiting: handed on at once, a whole batch is queued in one turn."""
+    the consumers waiting: handed on at once, a whole batch is queued in one turn. A stream
+    whose receivers are gone (the run is stopping) is left to ``send()``, which raises the
+    cancellation rather than BrokenResourceError."""
     try:
         stream.send_nowait(item)
-    except anyio.WouldBlock:
+    except (anyio.WouldBlock, anyio.BrokenResourceError):
         await stream.send(item)
 
 

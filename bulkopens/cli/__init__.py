@@ -11,6 +11,7 @@ alone and imports a command's modules only once that command is chosen, so ``--v
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -68,3 +69,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stderr.close()
         return EXIT_INTERRUPTED
+
+
+def console() -> None:
+    """The ``bulkopens`` command (the console script, and ``python -m bulkopens``): ``main``,
+    then what Python buffers (stdout, stderr, log handlers) is flushed and the process ends
+    with ``os._exit``, skipping the interpreter's teardown (50-60 ms of freeing modules and
+    objects). Every file bulkopens writes is closed, fsynced and committed before ``main``
+    returns. A library caller of ``main`` gets a normal return; an exception (or argparse's
+    exit for ``--help``) leaves the normal way."""
+    code = main()
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.shutdown()  # flushes and closes the handlers (--log-file)
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):  # a pipe gone, or closed: as Python's own exit does, a
+        code = code or 120  # lost write to stdout is not a success
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()  # progress and messages: never worth an exit code
+    os._exit(code)
