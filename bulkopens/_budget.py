@@ -44,6 +44,7 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -472,7 +473,9 @@ class Budget:
     machine), ``"redis://HOST:PORT/DB"`` or ``"rediss://..."`` (a fleet), or ``"process"``
     (this client alone, no ledger). ``daily_quota`` (0: no limit) minus ``reserve`` is what
     the runs may spend a day; ``max_requests`` caps each client that uses this budget (a run);
-    ``wait_for_quota`` waits for 00:00 UTC instead of stopping. One object may be shared by
+    ``wait_for_quota`` waits for 00:00 UTC instead of stopping. ``notice`` is told, in one
+    line, of each wait the user should know of (the store away and back, the quota wait), as
+    the ``bulkopens.ratelimit`` logger is. One object may be shared by
     many clients (of any keys); it closes its connections when the last client closes.
     """
 
@@ -481,6 +484,7 @@ class Budget:
         "_users",
         "daily_quota",
         "max_requests",
+        "notice",
         "reserve",
         "store",
         "wait_for_quota",
@@ -495,6 +499,7 @@ class Budget:
         max_requests: int | None = None,
         wait_for_quota: bool = False,
         state_dir: str | os.PathLike[str] | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         text = (url or "local").strip()
         scheme = text.split("://", 1)[0].lower() if "://" in text else text.lower()
@@ -521,6 +526,7 @@ class Budget:
         self.reserve = reserve
         self.max_requests = max_requests
         self.wait_for_quota = wait_for_quota
+        self.notice = notice
         self._pacers: dict[tuple[str, float], SharedPacer] = {}
         self._users = 0
 
@@ -614,16 +620,13 @@ class SharedPacer(Pacer):
         return self._budget.store
 
     async def grant(self) -> None:
-        budget = self._budget
-        if budget.max_requests is not None and self._run_requests >= budget.max_requests:
-            raise RequestLimitReached(
-                f"this run has sent its --max-requests ({budget.max_requests:,} requests)"
-            )
         if self._lease > 0 and self._paused_until <= self._clock():
+            self._check_run_budget()
             self._lease -= 1  # rate 0: a request of the lease, no lock, no wait
             self._count()
             return
         async with self._lock:
+            self._check_run_budget()  # the callers queued on the lock are refused one by one
             while True:
                 now = self._clock()
                 if self._paused_until > now:  # a throttle seen here: wait before reserving
@@ -639,6 +642,11 @@ class SharedPacer(Pacer):
                     await self._sleep(delay)
                 break
             self._count()
+
+    def _check_run_budget(self) -> None:
+        cap = self._budget.max_requests
+        if cap is not None and self._run_requests >= cap:
+            raise RequestLimitReached(f"this run has sent its --max-requests ({cap:,} requests)")
 
     def _count(self) -> None:
         self.grants += 1
@@ -660,20 +668,18 @@ class SharedPacer(Pacer):
             except StoreUnavailable as exc:
                 if down_since is None:
                     down_since = self._clock()
-                    ratelimit_log.warning(
-                        "the shared budget cannot be used (%s): every request waits for it, "
-                        "trying again",
-                        exc,
+                    self._say(
+                        f"the shared budget cannot be used ({exc}): every request waits for "
+                        "it, trying again"
                     )
                 low, high = OUTAGE_BACKOFF
                 await self._sleep(min(high, low * 2**tries))
                 tries += 1
                 continue
             if down_since is not None:
-                ratelimit_log.warning(
-                    "the shared budget (%s) is back after %.1f s; requests go on",
-                    self._budget.describe(),
-                    self._clock() - down_since,
+                self._say(
+                    f"the shared budget ({self._budget.describe()}) is back after "
+                    f"{self._clock() - down_since:.1f} s; requests go on"
                 )
                 down_since, tries = None, 0
             if got.taken:
@@ -699,11 +705,9 @@ class SharedPacer(Pacer):
             raise QuotaExhausted(
                 f"{said}; the quota resets at {resets:%Y-%m-%d %H:%M} UTC", resets_at=resets
             )
-        ratelimit_log.warning(
-            "%s: waiting for the quota to reset at %s UTC (in %s)",
-            said,
-            f"{resets:%Y-%m-%d %H:%M}",
-            _for_humans(resets.timestamp() - now),
+        self._say(
+            f"{said}: waiting for the quota to reset at {resets:%Y-%m-%d %H:%M} UTC "
+            f"(in {_for_humans(resets.timestamp() - now)}); --wait-for-quota"
         )
         while time.time() < resets.timestamp() + 1.0:
             await self._sleep(min(60.0, resets.timestamp() + 1.0 - time.time()))
@@ -730,6 +734,16 @@ class SharedPacer(Pacer):
             await work
         except StoreUnavailable as exc:
             ratelimit_log.warning("the shared budget was not told of a throttle: %s", exc)
+
+    def _say(self, text: str) -> None:
+        """A wait the user must know of: logged (WARNING), and told to ``Budget.notice``."""
+        ratelimit_log.warning("%s", text)
+        notice = self._budget.notice
+        if notice is not None:
+            try:
+                notice(text)
+            except Exception:  # a display hook must never stop the requests
+                ratelimit_log.exception("the budget's notice hook raised; ignored")
 
     async def flush(self) -> None:
         """Wait for the messages to the store, and give an unused lease back."""

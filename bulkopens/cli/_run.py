@@ -177,7 +177,13 @@ def run_fetch(
             if args.quiet
             else ProgressReporter(live=console.live, log_every=args.log_interval, console=console),
             on_plan=None if args.quiet else _print_plan,
-            budget=budget_of(args, run=True),
+            budget=budget_of(
+                args,
+                run=True,
+                notice=None
+                if args.quiet
+                else lambda text: console.emit("budget", f"bulkopens: {text}", level="warning"),
+            ),
         )
         loop_options = event_loop_options(args.event_loop)
         source: ContactSource | None = None
@@ -289,7 +295,9 @@ def _plan_only(
     return EXIT_OK
 
 
-def budget_of(args: argparse.Namespace, *, run: bool = False) -> Budget:
+def budget_of(
+    args: argparse.Namespace, *, run: bool = False, notice: Callable[[str], None] | None = None
+) -> Budget:
     """The API key's budget that ``--budget``, ``--daily-quota`` and ``--reserve`` (and for a
     run, ``--max-requests`` and ``--wait-for-quota``) describe; ConfigurationError if wrong."""
     return Budget(
@@ -298,6 +306,7 @@ def budget_of(args: argparse.Namespace, *, run: bool = False) -> Budget:
         reserve=args.reserve,
         max_requests=args.max_requests if run else None,
         wait_for_quota=args.wait_for_quota if run else False,
+        notice=notice,
     )
 
 
