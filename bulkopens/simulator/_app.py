@@ -6,6 +6,15 @@ Accept (406) -> route (404/405) -> id and query validation (400) -> unknown id (
 injected faults (5xx, reset, truncated body) -> 200. Every API answer is delayed by the
 drawn latency and then recorded in :class:`Stats`; admin endpoints are neither
 authenticated, rate limited nor recorded. No body or log ever contains a key or token.
+
+The v3 face (paths under ``/v3/``, docs/simulator-v3.md) takes no api_key: Bearer token
+(401 with ``WWW-Authenticate: Bearer realm=api.cc.email``; missing, unknown and expired
+alike) -> rate limit / daily quota per OAuth2 client id (429 single-object bodies, always
+v3 style) -> Accept (406) -> route (404/405) -> scope (403) -> validation (400) -> unknown id
+(404) -> the same injected faults -> 200. Its requests are recorded like v2 ones, with the
+client id in ``RequestRecord.api_key``. The OAuth2 endpoints (``/oauth2/default/v1/...``)
+are served by :mod:`._oauth`, counted apart (``/_sim/stats`` ``token_requests``) and
+draw no faults.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any
 
@@ -21,10 +30,12 @@ import orjson
 from aiohttp import web
 
 from bulkopens.simulator._api import Api, ApiError, error_body
+from bulkopens.simulator._api3 import ALL_KINDS, KIND_OF_TYPE, ApiV3
 from bulkopens.simulator._config import SimConfig
 from bulkopens.simulator._endpoints import match
 from bulkopens.simulator._faults import FaultPlan
 from bulkopens.simulator._limits import KeyLimits, utc_today
+from bulkopens.simulator._oauth import SCOPES, OAuth, TokenAnswer
 from bulkopens.simulator._stats import RESET_STATUS, RequestRecord, Stats
 
 _JSON = "application/json"
@@ -55,7 +66,7 @@ _THROTTLE = {
 class SimState:
     """Everything the handlers of one simulator share."""
 
-    __slots__ = ("api", "clock", "config", "faults", "limits", "stats")
+    __slots__ = ("api", "api3", "clock", "config", "faults", "limits", "oauth", "stats")
 
     def __init__(
         self, config: SimConfig, *, clock: Callable[[], float], today: Callable[[], date]
@@ -63,6 +74,8 @@ class SimState:
         self.config = config
         self.clock = clock
         self.api = Api(config)
+        self.api3 = ApiV3(config.seed, self.api.dataset, xref=config.xref)
+        self.oauth = OAuth(config, clock=clock)
         self.limits = KeyLimits(
             config.rate_per_second, config.daily_quota, clock=clock, today=today
         )
@@ -112,33 +125,60 @@ class SimState:
         """Run the checks in order: (status, body, configured api_key or None, headers)."""
         config = self.config
         query = request.query
+        if request.path.startswith("/v3/"):
+            return self._decide_v3(request)
         api_key = query.get("api_key")
         if api_key is None or api_key not in config.api_keys:
             return 401, _unauthorized("http.status.authentication.invalid_api_key"), None, None
         verdict = self.limits.admit(api_key)
         if verdict is not None:
             status, error_key, message = _THROTTLE[(config.limit_style, verdict)]
-            headers = None
-            if config.retry_after is not None:
-                headers = {"Retry-After": str(math.ceil(config.retry_after))}
-            return status, error_body(error_key, message), api_key, headers
+            return status, error_body(error_key, message), api_key, self._retry_after()
         if not _bearer_ok(request.headers.get("Authorization"), config.tokens):
             return 401, _unauthorized("http.status.authentication.invalid_token"), api_key, None
-        if not _accepts_json(request.headers.get("Accept")):
-            message = "Unsupported accept header value, must be application/json"
-            return 406, error_body("http.status.not_acceptable", message), api_key, None
         path = request.path
         found = match(path)
-        if found is None:
-            message = "No API resource at this path."
-            return 404, error_body("http.status.not_found", message), api_key, None
-        if request.method != "GET":
-            message = "Only GET is supported here."
-            return 405, error_body("http.status.method_not_allowed", message), api_key, None
+        refusal = _refusal(request, found is not None)
+        if refusal is not None:
+            return refusal[0], refusal[1], api_key, None
+        assert found is not None
         try:
             return 200, self.api.answer(found[0], found[1], path, query), api_key, None
         except ApiError as exc:
             return exc.status, exc.body, api_key, None
+
+    def _decide_v3(
+        self, request: web.Request
+    ) -> tuple[int, bytes, str | None, dict[str, str] | None]:
+        """The v3 checks (module docstring); the "key" is the token's OAuth2 client id."""
+        grant = self.oauth.check(request.headers.get("Authorization"))
+        if grant is None:
+            return 401, _V3_UNAUTHORIZED, None, dict(_V3_CHALLENGE)
+        client_id = grant.client_id
+        verdict = self.limits.admit(client_id)
+        if verdict is not None:
+            _, error_key, message = _THROTTLE[("429", verdict)]
+            body = orjson.dumps({"error_key": error_key, "error_message": message})
+            return 429, body, client_id, self._retry_after()
+        found = self.api3.route(request.path)
+        refusal = _refusal(request, found is not None)
+        if refusal is not None:
+            return refusal[0], refusal[1], client_id, None
+        assert found is not None
+        name, groups, scope = found
+        if scope not in grant.scopes:
+            message = f"The access token lacks the {scope} scope."
+            return 403, error_body("http.status.forbidden", message), client_id, None
+        try:
+            return 200, self.api3.answer(name, groups, request.path, request.query), client_id, None
+        except ApiError as exc:
+            return exc.status, exc.body, client_id, None
+
+    def _retry_after(self) -> dict[str, str] | None:
+        """The headers of an over-limit answer: Retry-After only when configured."""
+        if self.config.retry_after is None:
+            return None
+        return {"Retry-After": str(math.ceil(self.config.retry_after))}
 
     def _record(self, t: float, api_key: str | None, request: web.Request, status: int) -> None:
         self.stats.record(RequestRecord(t, api_key, request.method, request.path, status))
@@ -161,6 +201,12 @@ class SimState:
 
 
 SIM_STATE: web.AppKey[SimState] = web.AppKey("bulkopens_simulator_state", SimState)
+_V3_UNAUTHORIZED = orjson.dumps({"message": "Unauthorized"})
+_V3_CHALLENGE = {
+    "WWW-Authenticate": "Bearer realm=api.cc.email",
+    "x-amzn-ErrorType": "UnauthorizedException",
+}
+_OAUTH = "/oauth2/default/v1"
 
 
 def make_app(
@@ -181,6 +227,14 @@ def make_app(
     app.router.add_post("/_sim/reset-stats", _admin_reset_stats)
     app.router.add_get("/_sim/truth", _admin_truth, allow_head=False)
     app.router.add_post("/_sim/activity", _admin_activity)
+    app.router.add_get("/_sim/v3/truth", _admin_v3_truth, allow_head=False)
+    app.router.add_post("/_sim/tokens", _admin_tokens)
+    app.router.add_post("/_sim/approve", _admin_approve)
+    app.router.add_post("/_sim/deny", _admin_deny)
+    app.router.add_get(f"{_OAUTH}/authorize", _oauth_authorize, allow_head=False)
+    app.router.add_post(f"{_OAUTH}/device/authorize", _oauth_device)
+    app.router.add_post(f"{_OAUTH}/token", _oauth_token)
+    app.router.add_get("/activate", _activate, allow_head=False)
     app.router.add_route("*", "/{tail:.*}", state.handle)
     return app
 
@@ -194,6 +248,7 @@ async def _admin_stats(request: web.Request) -> web.Response:
         "status_counts": {str(k): v for k, v in sorted(stats.status_counts.items())},
         "requests": len(stats.log),
         "request_times": [entry.t for entry in stats.log],
+        "token_requests": dict(sorted(request.app[SIM_STATE].oauth.counts.items())),
     }
     return _json_response(payload)
 
@@ -212,6 +267,106 @@ async def _admin_truth(request: web.Request) -> web.StreamResponse:
         )
     except ValueError as exc:
         return _json_response({"error": str(exc)}, status=400)
+    return await _ndjson(request, records)
+
+
+async def _admin_v3_truth(request: web.Request) -> web.StreamResponse:
+    """Every record v3 activity_details returns: ``types`` (CSV, default all six),
+    ``contact_id`` (v3 ids, repeatable; default every contact), ``names`` (true/false)."""
+    query = request.query
+    api3 = request.app[SIM_STATE].api3
+    try:
+        kinds = v3_kinds(query.get("types"))
+        names = query.get("names", "true").lower() != "false"
+        raw = query.getall("contact_id", None)
+        count = api3.dataset.contact_count
+        numbers = range(1, count + 1) if raw is None else [api3.contact_number(c) for c in raw]
+    except ValueError as exc:
+        return _json_response({"error": str(exc)}, status=400)
+    return await _ndjson(request, api3.truth(kinds, numbers, names=names))
+
+
+def v3_kinds(types: str | None) -> int:
+    """The kind bit mask of a CSV of v3 tracking types (None = all). Raises ValueError."""
+    if types is None:
+        return ALL_KINDS
+    mask = 0
+    for name in types.split(","):
+        if name.strip() not in KIND_OF_TYPE:
+            raise ValueError(f"types must be among {sorted(KIND_OF_TYPE)}")
+        mask |= 1 << KIND_OF_TYPE[name.strip()]
+    return mask
+
+
+async def _admin_tokens(request: web.Request) -> web.Response:
+    """A token response minted without a flow: ``scope`` (default every scope),
+    ``expires_in`` (seconds; default the configured lifetime)."""
+    query = request.query
+    try:
+        scopes = frozenset(query.get("scope", " ".join(sorted(SCOPES))).split())
+        if not scopes <= SCOPES:
+            raise ValueError(f"scope must be among {sorted(SCOPES)}")
+        expires_in = float(query["expires_in"]) if "expires_in" in query else None
+        if expires_in is not None and not (math.isfinite(expires_in) and expires_in >= 0):
+            raise ValueError("expires_in must be a number >= 0")
+    except ValueError as exc:
+        return _json_response({"error": str(exc)}, status=400)
+    return _json_response(request.app[SIM_STATE].oauth.mint(scopes, expires_in=expires_in))
+
+
+async def _admin_approve(request: web.Request) -> web.Response:
+    return _device_decision(request, approve=True)
+
+
+async def _admin_deny(request: web.Request) -> web.Response:
+    return _device_decision(request, approve=False)
+
+
+def _device_decision(request: web.Request, *, approve: bool) -> web.Response:
+    user_code = request.query.get("user_code", "")
+    if not request.app[SIM_STATE].oauth.decide_device(user_code, approve=approve):
+        return _json_response({"error": "no pending device authorization"}, status=404)
+    return _json_response({"approved": approve})
+
+
+# -- OAuth2 endpoints (the simulated authz server) ---------------------------------------------
+
+
+async def _oauth_authorize(request: web.Request) -> web.Response:
+    return _token_response(request.app[SIM_STATE].oauth.authorize(request.query))
+
+
+async def _oauth_device(request: web.Request) -> web.Response:
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    origin = f"{request.scheme}://{request.host}"
+    return _token_response(request.app[SIM_STATE].oauth.device_authorize(fields, origin))
+
+
+async def _oauth_token(request: web.Request) -> web.Response:
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    oauth = request.app[SIM_STATE].oauth
+    return _token_response(oauth.token(request.headers.get("Authorization"), fields))
+
+
+async def _activate(request: web.Request) -> web.Response:
+    text = (
+        "bulkopens simulator: a device code is approved with\n"
+        "  POST /_sim/approve?user_code=XXXX-XXXX\n"
+    )
+    return web.Response(text=text, content_type="text/plain")
+
+
+def _token_response(answer: TokenAnswer) -> web.Response:
+    if answer.status == 302:
+        return web.Response(status=302, headers=answer.headers)
+    response = _json_response(answer.payload, status=answer.status)
+    response.headers.update(answer.headers)
+    return response
+
+
+async def _ndjson(request: web.Request, records: Iterable[dict[str, Any]]) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     chunk: list[bytes] = []
@@ -247,6 +402,19 @@ def _json_response(payload: Any, status: int = 200) -> web.Response:
 
 def _unauthorized(error_key: str) -> bytes:
     return error_body(error_key, "Not authorized: the api_key or access token is invalid.")
+
+
+def _refusal(request: web.Request, routed: bool) -> tuple[int, bytes] | None:
+    """406 for an Accept without JSON, else 404 for a path no endpoint serves, else 405 for
+    a method other than GET; None when the request may go on."""
+    if not _accepts_json(request.headers.get("Accept")):
+        message = "Unsupported accept header value, must be application/json"
+        return 406, error_body("http.status.not_acceptable", message)
+    if not routed:
+        return 404, error_body("http.status.not_found", "No API resource at this path.")
+    if request.method != "GET":
+        return 405, error_body("http.status.method_not_allowed", "Only GET is supported here.")
+    return None
 
 
 def _bearer_ok(header: str | None, tokens: tuple[str, ...]) -> bool:

@@ -24,7 +24,15 @@ _FRACTIONS = (
     "reset_rate",
     "truncate_rate",
 )
-_NON_NEGATIVE = ("rate_per_second", "latency_ms", "jitter_ms", "slow_seconds")
+_NON_NEGATIVE = (
+    "rate_per_second",
+    "latency_ms",
+    "jitter_ms",
+    "slow_seconds",
+    "access_token_seconds",
+    "refresh_idle_seconds",
+    "token_rate_per_second",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,17 @@ class SimConfig:
     of the campaign-tracking reports, as the API's campaign fixtures do (docs/ctct-api.md §3.1);
     ``numeric_contact_ids`` does the same for their ``contact_id`` (not seen in the API: a
     harder test of a client's tolerance). Contact-tracking answers keep strings.
+
+    v3 (docs/simulator-v3.md): the OAuth2 app ``client_id``/``client_secret`` (the v3 "API
+    key": its rate limit and quota are counted on the client id); access tokens live
+    ``access_token_seconds``; refresh tokens are ``refresh_tokens`` "rotating" (single use)
+    or "long-lived", and die after ``refresh_idle_seconds`` unused; ``device_refresh`` makes
+    the device flow issue a refresh token too (with ``offline_access``); ``device_interval``
+    is the polling interval it announces; the token endpoint admits
+    ``token_rate_per_second`` requests per client id (0 = unlimited); ``xref`` "404" or
+    "410" makes the v2-id cross-reference endpoints answer as if they had been removed.
+    The configured ``tokens`` are also accepted on v3, as never-expiring access tokens of
+    ``client_id`` with every scope.
     """
 
     seed: int = 1
@@ -72,6 +91,15 @@ class SimConfig:
     truncate_rate: float = 0.0
     numeric_campaign_ids: bool = False
     numeric_contact_ids: bool = False
+    client_id: str = "demo-client"
+    client_secret: str = field(default="demo-secret", repr=False)
+    access_token_seconds: float = 86_400.0
+    refresh_tokens: Literal["rotating", "long-lived"] = "rotating"
+    refresh_idle_seconds: float = 180 * 86_400.0
+    device_refresh: bool = True
+    device_interval: int = 5
+    token_rate_per_second: float = 1.0
+    xref: Literal["ok", "404", "410"] = "ok"
 
     def __post_init__(self) -> None:
         if not 1 <= self.contacts <= MAX_CONTACTS:
@@ -98,6 +126,16 @@ class SimConfig:
             values = getattr(self, name)
             if not values or not all(isinstance(v, str) and v for v in values):
                 raise ValueError(f"{name} must hold at least one non-empty string")
+        if not (isinstance(self.client_id, str) and self.client_id and ":" not in self.client_id):
+            raise ValueError("client_id must be a non-empty string without ':'")
+        if not (isinstance(self.client_secret, str) and self.client_secret):
+            raise ValueError("client_secret must be a non-empty string")
+        if self.refresh_tokens not in ("rotating", "long-lived"):
+            raise ValueError("refresh_tokens must be 'rotating' or 'long-lived'")
+        if self.xref not in ("ok", "404", "410"):
+            raise ValueError("xref must be 'ok', '404' or '410'")
+        if not 1 <= self.device_interval <= 3600:
+            raise ValueError("device_interval must be in 1..3600")
 
     @property
     def has_faults(self) -> bool:

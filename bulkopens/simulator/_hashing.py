@@ -20,6 +20,28 @@ def splitmix64(value: int) -> int:
     return value ^ (value >> 31)
 
 
+_C1 = 0xBF58476D1CE4E5B9
+_C2 = 0x94D049BB133111EB
+_C1_INVERSE = pow(_C1, -1, 1 << 64)
+_C2_INVERSE = pow(_C2, -1, 1 << 64)
+
+
+def unsplitmix64(value: int) -> int:
+    """The inverse of :func:`splitmix64`: ``unsplitmix64(splitmix64(x)) == x``."""
+    value = _unshift(value & _MASK, 31)
+    value = _unshift((value * _C2_INVERSE) & _MASK, 27)
+    value = _unshift((value * _C1_INVERSE) & _MASK, 30)
+    return (value - 0x9E3779B97F4A7C15) & _MASK
+
+
+def _unshift(value: int, shift: int) -> int:
+    """The inverse of ``x ^ (x >> shift)`` on 64 bits."""
+    result = value
+    for _ in range(64 // shift):
+        result = value ^ (result >> shift)
+    return result
+
+
 def mix(*parts: int) -> int:
     """Hash a tuple of integers into 64 bits (order-sensitive)."""
     value = 0x5EED

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 Row = TypeVar("Row", bound=tuple[int, ...])
 
-_FIELDS = ("limit", "since", "status", "next", "tb")
+_FIELDS = ("limit", "since", "status", "kinds", "names", "next", "tb")
 _MAC_BYTES = 9
 
 
@@ -40,6 +40,8 @@ class Cursor:
     since_ms: int | None = None
     status: str | None = None  # campaign list only
     after: tuple[int, int] | None = None  # only rows with a key strictly below this
+    kinds: int | None = None  # v3 activity details: bit mask of the record kinds asked for
+    names: bool | None = None  # v3 activity details: include_campaign_activity_names
 
 
 def take_page(rows: Sequence[Row], cursor: Cursor) -> tuple[list[Row], tuple[int, int] | None]:
@@ -75,6 +77,10 @@ class TokenCodec:
             parts.append(f"since={cursor.since_ms}")
         if cursor.status is not None:
             parts.append(f"status={cursor.status}")
+        if cursor.kinds is not None:
+            parts.append(f"kinds={cursor.kinds}")
+        if cursor.names is not None:
+            parts.append(f"names={int(cursor.names)}")
         if cursor.after is not None:
             parts.append(f"next={cursor.after[0]}&tb={cursor.after[1]}")
         body = "&".join(parts).encode("ascii")
@@ -105,9 +111,18 @@ class TokenCodec:
             limit = int(fields["limit"])
             since = int(fields["since"]) if "since" in fields else None
             after = (int(fields["next"]), int(fields["tb"])) if "next" in fields else None
+            kinds = int(fields["kinds"]) if "kinds" in fields else None
+            names = bool(int(fields["names"])) if "names" in fields else None
         except (KeyError, ValueError) as exc:
             raise TokenError("token fields are not integers") from exc
-        return Cursor(limit=limit, since_ms=since, status=fields.get("status"), after=after)
+        return Cursor(
+            limit=limit,
+            since_ms=since,
+            status=fields.get("status"),
+            after=after,
+            kinds=kinds,
+            names=names,
+        )
 
     def _sign(self, scope: str, body: bytes) -> bytes:
         mac = hashlib.blake2b(scope.encode(), key=self._secret, digest_size=_MAC_BYTES)
