@@ -35,6 +35,7 @@ from benchmarks._harness import (
     RunOptions,
     Simulator,
     child_env,
+    compile_bytecode,
     pin_self_to_client_cpu,
     run_process,
     write_contacts,
@@ -99,6 +100,7 @@ def snapshot(ref: str | None, into: Path, overlay: list[str] | None = None) -> P
         subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     for path in overlay or []:
         shutil.copy2(REPO_DIR / path, into / path)
+    compile_bytecode(into)
     return into
 
 

@@ -26,6 +26,7 @@ from benchmarks._harness import (
     REPO_DIR,
     TOKEN,
     Simulator,
+    compile_bytecode,
     machine_facts,
     pin_self_to_client_cpu,
     run_process,
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     with work_directory(args.work_dir.resolve()) as work:
         if args.ref:
             use_snapshot(args.ref, work / "snapshot")
+        else:
+            compile_bytecode(REPO_DIR)
         facts = machine_facts()
         logs = work / "logs"
         rate = _scenarios.rate_limited(plan, work, logs) if "rate" in only else None
