@@ -95,6 +95,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="campaign-tracking records write campaign_id as a JSON number")  # fmt: skip
     add("--numeric-contact-ids", action="store_true",
         help="campaign-tracking records write contact_id as a JSON number")  # fmt: skip
+    v3 = parser.add_argument_group("v3 face (Bearer only, OAuth2 at /oauth2/default/v1/...)")
+    v3.add_argument("--client-id", default=d.client_id,
+                    help="the OAuth2 app's client id (its rate limit counts on it)")  # fmt: skip
+    v3.add_argument("--client-secret", default=d.client_secret, help="the app's client secret")
+    v3.add_argument("--access-token-seconds", type=_non_negative, default=d.access_token_seconds,
+                    help="lifetime of issued access tokens (expires_in)")  # fmt: skip
+    v3.add_argument("--refresh-tokens", choices=("rotating", "long-lived"),
+                    default=d.refresh_tokens,
+                    help="rotating: single use (reuse is invalid_grant); long-lived: reusable",
+                    )  # fmt: skip
+    v3.add_argument("--refresh-idle-days", type=_non_negative,
+                    default=d.refresh_idle_seconds / 86_400,
+                    help="a refresh token unused this long is invalid")  # fmt: skip
+    v3.add_argument("--no-device-refresh", action="store_true",
+                    help="the device flow issues no refresh token (default: it does, "
+                    "with offline_access)")  # fmt: skip
+    v3.add_argument("--device-interval", type=_bounded_int(1, 3600), default=d.device_interval,
+                    help="polling interval (s) the device flow announces")  # fmt: skip
+    v3.add_argument("--token-rate", type=_non_negative, default=d.token_rate_per_second,
+                    help="token-endpoint requests per second per client id; 0 = no limit",
+                    )  # fmt: skip
+    v3.add_argument("--xref", choices=("ok", "404", "410"), default=d.xref,
+                    help="404/410: the v2-id cross-reference endpoints are gone")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -120,6 +143,15 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         truncate_rate=args.truncate_rate,
         numeric_campaign_ids=args.numeric_campaign_ids,
         numeric_contact_ids=args.numeric_contact_ids,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        access_token_seconds=args.access_token_seconds,
+        refresh_tokens=args.refresh_tokens,
+        refresh_idle_seconds=args.refresh_idle_days * 86_400,
+        device_refresh=not args.no_device_refresh,
+        device_interval=args.device_interval,
+        token_rate_per_second=args.token_rate,
+        xref=args.xref,
     )
 
 
@@ -159,5 +191,7 @@ def _describe(sim: Simulator) -> str:
     quota = f"{c.daily_quota}/day" if c.daily_quota else "unlimited/day"
     return (
         f"use api_key={sim.api_key} token={sim.token}; limits per key: {rate}, {quota}"
-        f" (style {c.limit_style}); contacts 1..{c.contacts}, {c.campaigns} SENT campaigns"
+        f" (style {c.limit_style}); contacts 1..{c.contacts}, {c.campaigns} SENT campaigns;"
+        f" v3: client_id={c.client_id}, access tokens live {c.access_token_seconds:g} s,"
+        f" {c.refresh_tokens} refresh tokens"
     )

@@ -10,16 +10,17 @@ from typing import Any
 
 from aiohttp import web
 
-from bulkopens.simulator._app import SIM_STATE, SimState, make_app
+from bulkopens.simulator._app import SIM_STATE, SimState, make_app, v3_kinds
 from bulkopens.simulator._config import SimConfig
 from bulkopens.simulator._limits import utc_today
+from bulkopens.simulator._oauth import SCOPES
 from bulkopens.simulator._stats import RequestRecord
 
 _DEFAULT_CONFIG = SimConfig()  # frozen, so sharing one default instance is safe
 
 
 class Simulator:
-    """A running simulated Constant Contact v2 API; an async context manager.
+    """A running simulated Constant Contact API (v2, and the v3 face); an async context manager.
 
     ``start()`` binds ``host:port`` (port 0 = a free port); :attr:`url` is valid from then on
     until ``close()``. The controls (``truth``, ``add_activity``, stats) work on the same
@@ -131,6 +132,56 @@ class Simulator:
         are dropped. Raises ValueError for an unknown contact or report, or count < 1.
         """
         return self._state.api.add_activity(contact_id, report, count)
+
+    # -- the v3 face (docs/simulator-v3.md) --------------------------------------------------
+
+    def contact_uuid(self, contact_id: str) -> str:
+        """The v3 contact_id of a v2 contact id. Raises ValueError for an unknown contact."""
+        number = int(contact_id) if contact_id.isdigit() else 0
+        if not self._state.api.dataset.has_contact(number) or str(number) != contact_id:
+            raise ValueError(f"no contact {contact_id!r}")
+        return self._state.api3.ids.contact_uuid(number)
+
+    def v3_truth(
+        self,
+        types: str | None = None,
+        contact_ids: Iterable[str] | None = None,
+        *,
+        names: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Every record v3 activity_details returns over all its pages.
+
+        ``types`` is a CSV of em_sends, em_opens, em_clicks, em_forwards, em_bounces,
+        em_optouts (None = all six); ``contact_ids`` are v3 ids, in the given order (None =
+        every contact by v2 id); each contact newest first; ``names`` adds
+        campaign_activity_name. Raises ValueError for an unknown type or contact.
+        """
+        api3 = self._state.api3
+        kinds = v3_kinds(types)
+        if contact_ids is None:
+            numbers: Iterable[int] = range(1, api3.dataset.contact_count + 1)
+        else:
+            numbers = [api3.contact_number(c) for c in contact_ids]
+        return list(api3.truth(kinds, numbers, names=names))
+
+    def mint_tokens(
+        self, scopes: Iterable[str] | None = None, *, expires_in: float | None = None
+    ) -> dict[str, Any]:
+        """A token response (access_token, expires_in, refresh_token with offline_access,
+        scope) for the configured client, without a flow; ``scopes`` default to all."""
+        chosen = frozenset(SCOPES if scopes is None else scopes)
+        if not chosen <= SCOPES:
+            raise ValueError(f"scopes must be among {sorted(SCOPES)}")
+        return self._state.oauth.mint(chosen, expires_in=expires_in)
+
+    def approve_device(self, user_code: str, *, approve: bool = True) -> bool:
+        """Approve (or deny) a pending device authorization; False if there is none."""
+        return self._state.oauth.decide_device(user_code, approve=approve)
+
+    def token_counts(self) -> dict[str, int]:
+        """Token-endpoint answers so far, by "grant_type outcome" (e.g. "refresh_token 200",
+        "refresh_token invalid_grant", "rate_limited")."""
+        return dict(self._state.oauth.counts)
 
     def __repr__(self) -> str:
         where = self._url or "not running"
