@@ -1,4 +1,6 @@
-"""A faithful local stand-in for the Constant Contact v2 email-tracking API.
+"""A faithful local stand-in for the Constant Contact v2 email-tracking API, with a v3 face
+(Bearer-only reports, v2-id cross references and an OAuth2 server) over the same data set
+(docs/simulator-v3.md).
 
 Used by the demo, the integration tests and the benchmarks. Public names:
 
