@@ -245,7 +245,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "endpoints under /_sim/ drive it from another process: GET /_sim/stats (requests, "
         "statuses), GET /_sim/truth?report=opens[&since=ISO] (every record it holds, as "
         "NDJSON), POST /_sim/activity?contact_id=N&report=opens&count=K (add activity), "
-        "POST /_sim/reset-stats.",
+        "POST /_sim/reset-stats. A v3 face (Bearer only) and an OAuth2 server at "
+        "/oauth2/default/v1/ run over the same data set (see docs/simulator-v3.md); its admin "
+        "endpoints: GET /_sim/v3/truth, POST /_sim/tokens, POST /_sim/approve?user_code=.",
         formatter_class=_DefaultsFormatter,
     )
     if wanted("simulate"):
