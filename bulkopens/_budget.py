@@ -54,7 +54,12 @@ from urllib.parse import urlsplit
 import anyio
 
 from bulkopens._config import DEFAULT_DAILY_QUOTA
-from bulkopens._exceptions import ConfigurationError, QuotaExhausted, RequestLimitReached
+from bulkopens._exceptions import (
+    ConfigurationError,
+    QuotaExhausted,
+    RequestLimitReached,
+    ServiceUnavailable,
+)
 from bulkopens._log import ratelimit_log
 from bulkopens._ratelimit import MAX_SLOWDOWN, Pacer
 
@@ -570,12 +575,14 @@ class Budget:
 
     async def status(self, api_key: str, base_url: str) -> dict[str, Any]:
         """Today's spend of ``api_key`` in the ledger, the limit, the reserve and the reset
-        (for ``bulkopens quota``). Raises StoreUnavailable when the store cannot be read."""
+        (for ``bulkopens quota``). Raises ServiceUnavailable when the store cannot be read."""
         now = time.time()
         spent = 0
         if self.store is not None:
             try:
                 spent = await self.store.spent(key_id(api_key, base_url))
+            except StoreUnavailable as exc:
+                raise ServiceUnavailable(f"cannot read the budget: {exc}") from None
             finally:
                 if not self._users:
                     await self.store.aclose()

@@ -9,9 +9,8 @@ import sys
 
 import anyio
 
-from bulkopens._budget import StoreUnavailable
+from bulkopens import ConfigurationError, ServiceUnavailable
 from bulkopens._config import DEFAULT_BASE_URL
-from bulkopens._exceptions import ConfigurationError
 from bulkopens._redact import printable
 from bulkopens.cli._parser import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from bulkopens.cli._run import budget_of
@@ -30,8 +29,8 @@ def run_quota(args: argparse.Namespace) -> int:
         return _fail(EXIT_USAGE, str(exc))
     try:
         found = anyio.run(budget.status, api_key, base_url)
-    except StoreUnavailable as exc:
-        return _fail(EXIT_UNAVAILABLE, f"cannot read the budget: {exc}")
+    except ServiceUnavailable as exc:
+        return _fail(EXIT_UNAVAILABLE, str(exc))
     if args.json:
         print(json.dumps(found, sort_keys=True))
         return EXIT_OK

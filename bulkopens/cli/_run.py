@@ -20,6 +20,7 @@ import anyio
 from bulkopens import (
     SENT,
     AuthenticationError,
+    Budget,
     BulkOpensError,
     Client,
     ConfigurationError,
@@ -31,7 +32,6 @@ from bulkopens import (
     ServiceUnavailable,
     Summary,
 )
-from bulkopens._budget import Budget
 from bulkopens._check import Check
 from bulkopens._config import DEFAULT_BASE_URL
 from bulkopens._redact import Redactor, printable
