@@ -230,7 +230,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "requests every bulkopens process on the key has spent today (UTC), --daily-quota, "
         "--reserve, what is left and when the quota resets. Sends no request to the API. "
         "Exit 0; 2 for a bad setting; 69 when the --budget store cannot be reached.",
-        formatter_class=_DefaultsFormatter,
     )
     if wanted("quota"):
         add_access_arguments(quota)
