@@ -349,3 +349,17 @@ def test_windows_gets_one_clear_line(
         "bulkopens: error: bulkopens runs on POSIX systems (Linux, macOS): it needs fcntl and "
         "POSIX signals\n"
     )
+
+
+def test_the_plan_says_when_the_chosen_path_does_not_fit_in_todays_quota(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("".join(f"{i}\n" for i in range(1, 61)))
+    args = ["fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"), "--plan"]
+    fits = bulkopens(*args, env=sim.env())
+    assert "requests fit in the 10,000 left today" in fits.stdout
+    days = bulkopens(*args, "--daily-quota", "30", "--reserve", "5", env=sim.env())
+    assert days.returncode == 0, days.stderr
+    assert "left today (25 a day after --reserve): about 3 days" in days.stdout
+    assert "do not fit" in days.stdout

@@ -177,14 +177,19 @@ def run_fetch(
             if args.quiet
             else ProgressReporter(live=console.live, log_every=args.log_interval, console=console),
             on_plan=None if args.quiet else _print_plan,
-            budget=budget_of(
-                args,
-                run=True,
-                notice=None
-                if args.quiet
-                else lambda text: console.emit("budget", f"bulkopens: {text}", level="warning"),
+            budget=(
+                budget := budget_of(
+                    args,
+                    run=True,
+                    notice=None
+                    if args.quiet
+                    else lambda text: console.emit("budget", f"bulkopens: {text}", level="warning"),
+                )
             ),
         )
+        _quota_today.clear()
+        if args.plan or args.strategy in ("auto", "campaign"):
+            _quota_today.append(lambda: budget.status(api_key, base_url))
         loop_options = event_loop_options(args.event_loop)
         source: ContactSource | None = None
         if args.campaigns is None:
@@ -280,6 +285,7 @@ def _plan_only(
     assert source is not None
 
     async def plan() -> Plan:
+        await _read_quota()
         async with client:
             return await client.plan(source, report=args.report, strategy=args.strategy or "auto")
 
@@ -291,7 +297,7 @@ def _plan_only(
         return _stopped(exc, redact, args.quiet)
     finally:
         source.close()
-    print(estimate.describe())
+    print(estimate.describe() + _fit(estimate))
     return EXIT_OK
 
 
@@ -350,7 +356,38 @@ def _mode_error(args: argparse.Namespace) -> str | None:
 
 
 def _print_plan(plan: Plan) -> None:
-    _output().emit("plan", plan.describe(), plan=plan.to_json())
+    _output().emit("plan", plan.describe() + _fit(plan), plan=plan.to_json())
+
+
+#: How to read the key's ledger before a planned run (set by ``run_fetch``), then what it said.
+_quota_today: list[Any] = []
+
+
+async def _read_quota() -> None:
+    """Read today's ledger once, before the planner runs, so the plan can say whether the
+    chosen path fits in what is left today (a ledger that cannot be read says nothing)."""
+    if _quota_today and callable(_quota_today[0]):
+        read = _quota_today.pop()
+        with contextlib.suppress(BulkOpensError):
+            _quota_today.append(await read())
+
+
+def _fit(plan: Plan) -> str:
+    """A line on whether the chosen path fits in today's quota, and if not, in how many days."""
+    status = _quota_today[0] if _quota_today and isinstance(_quota_today[0], dict) else None
+    cost = plan.contact_cost if plan.path == "contact" else plan.campaign_cost
+    if status is None or not status.get("daily_quota") or cost is None:
+        return ""
+    left = status["available"] or 0
+    per_day = max(1, status["daily_quota"] - status["reserve"])
+    if cost <= left:
+        return f"\n  quota: its >= {cost:,} requests fit in the {left:,} left today"
+    days = 1 + -(-(cost - left) // per_day)
+    return (
+        f"\n  quota: its >= {cost:,} requests do not fit in the {left:,} left today "
+        f"({per_day:,} a day after --reserve): about {days} days; --wait-for-quota runs them "
+        "unattended"
+    )
 
 
 async def _fetch(
@@ -416,6 +453,7 @@ async def _export(
                     )
                 else:
                     assert source is not None
+                    await _read_quota()
                     summary = await client.export(
                         source,
                         args.out,
