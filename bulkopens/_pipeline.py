@@ -324,7 +324,7 @@ async def _tick(
     """Report progress every ``progress_interval`` until the sink has finished."""
     while not done.is_set():
         try:
-            hook(stats.snapshot(pacer.rate))
+            hook(stats.snapshot(pacer.rate, pacer.paused_for))
         except Exception as exc:
             stopper.fail(exc, "the on_progress hook")
             return

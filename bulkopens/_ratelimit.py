@@ -139,8 +139,13 @@ class Pacer:
                 "another throttle answer during the pause; pause until +%.1f s", wait
             )
 
+    @property
+    def paused_for(self) -> float:
+        """Seconds left in a throttle pause (0 when the pool is not paused)."""
+        return max(0.0, self._paused_until - self._clock())
+
     def __repr__(self) -> str:
-        paused = max(0.0, self._paused_until - self._clock())
+        paused = self.paused_for
         return f"<Pacer rate={self.rate:.3g}/s grants={self.grants} paused={paused:.2f}s>"
 
 

@@ -58,6 +58,7 @@ class Progress:
     rate: float  # the pacer's current effective rate (inf when unlimited)
     finished: bool
     unit: str = "contacts"  # what the contacts_* counters count: contacts, or campaigns
+    paused: float = 0.0  # seconds left in a pool-wide pause after a throttle (0: not paused)
 
     @property
     def contacts_finished(self) -> int:
@@ -85,7 +86,7 @@ class Stats:
     finished: bool = False
     unit: str = "contacts"
 
-    def snapshot(self, rate: float = float("inf")) -> Progress:
+    def snapshot(self, rate: float = float("inf"), paused: float = 0.0) -> Progress:
         return Progress(
             contacts_total=self.contacts_total,
             contacts_seen=self.contacts_seen,
@@ -103,4 +104,5 @@ class Stats:
             rate=rate,
             finished=self.finished,
             unit=self.unit,
+            paused=paused,
         )

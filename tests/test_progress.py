@@ -38,3 +38,11 @@ def test_counts_are_in_the_singular_for_one() -> None:
     assert "1 retry" in line
     assert "1 throttle" in line
     assert "retries" not in line
+
+
+def test_while_paused_by_a_throttle_the_line_says_so_instead_of_an_eta() -> None:
+    stats = Stats(contacts_total=100)
+    stats.contacts_done = 10
+    line = ProgressReporter(io.StringIO(), live=False).line(stats.snapshot(4.0, paused=2.4))
+    assert "paused 2s (throttled)" in line
+    assert "ETA" not in line

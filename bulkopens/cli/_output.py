@@ -166,7 +166,9 @@ class ProgressReporter:
         else:
             done += f" {p.unit}"
         parts = [done]
-        if p.contacts_total:
+        if p.paused > 0:
+            parts.append(f"paused {duration(p.paused)} (throttled)")
+        elif p.contacts_total:
             parts.append(f"ETA {duration(self.eta(p))}")
         parts += [plural(p.records, "record"), f"{self.request_rate():.1f} req/s"]
         if p.contacts_failed:
