@@ -292,6 +292,17 @@ def _env_help(name: str) -> str:
     return f" [env: {ENV_PREFIX}{name}]"
 
 
+def _env_option(
+    group: argparse._ActionsContainer, flag: str, *, help: str, default: Any = None, **kw: Any
+) -> None:
+    """An option whose default may come from ``$BULKOPENS_<NAME>``, ``NAME`` being the flag's
+    name in capitals (``--page-size``: ``BULKOPENS_PAGE_SIZE``), as its help says."""
+    name = flag.removeprefix("--").replace("-", "_").upper()
+    flag_only = kw.get("action") == "store_true"
+    default = _env_flag(name) if flag_only else _env(name, default)
+    group.add_argument(flag, default=default, help=help + _env_help(name), **kw)
+
+
 def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     what = fetch.add_argument_group("what to fetch")
     whose = what.add_mutually_exclusive_group(required=True)
@@ -358,104 +369,110 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
     add_access_arguments(fetch)
 
     speed = fetch.add_argument_group("speed and retries")
-    speed.add_argument(
+    _env_option(
+        speed,
         "--rate",
         type=_rate,
-        default=_env("RATE", DEFAULT_RATE),
+        default=DEFAULT_RATE,
         metavar="R",
         help="requests per second for the whole run (default: 4, a standard key; "
-        "10 for a partner key; 0 = no limit, for simulators only)" + _env_help("RATE"),
+        "10 for a partner key; 0 = no limit, for simulators only)",
     )
-    speed.add_argument(
+    _env_option(
+        speed,
         "--concurrency",
         type=_positive_int,
-        default=_env("CONCURRENCY", None),
+        default=None,
         metavar="N",
-        help="requests in flight at most (default: enough to keep --rate busy)"
-        + _env_help("CONCURRENCY"),
+        help="requests in flight at most (default: enough to keep --rate busy)",
     )
-    speed.add_argument(
+    _env_option(
+        speed,
         "--page-size",
         type=_page_size,
-        default=_env("PAGE_SIZE", MAX_PAGE_SIZE),
+        default=MAX_PAGE_SIZE,
         metavar="N",
-        help="records per page, sent as limit, 1..500 (default: 500)" + _env_help("PAGE_SIZE"),
+        help="records per page, sent as limit, 1..500 (default: 500)",
     )
-    speed.add_argument(
+    _env_option(
+        speed,
         "--event-loop",
         choices=EVENT_LOOPS,
-        default=_env("EVENT_LOOP", "auto"),
+        default="auto",
         help="the event loop: uvloop (about 20%% less CPU per page; pip install "
         "'bulkopens[uvloop]') or asyncio's own; auto takes uvloop when it is installed "
-        "(default: auto)" + _env_help("EVENT_LOOP"),
+        "(default: auto)",
     )
-    speed.add_argument(
+    _env_option(
+        speed,
         "--max-retries",
         type=_non_negative_int,
-        default=_env("MAX_RETRIES", 6),
+        default=6,
         metavar="N",
-        help="retries per request after a 5xx, reset or timeout (default: 6)"
-        + _env_help("MAX_RETRIES"),
+        help="retries per request after a 5xx, reset or timeout (default: 6)",
     )
-    speed.add_argument(
+    _env_option(
+        speed,
         "--request-timeout",
         type=_positive_float,
-        default=_env("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
+        default=DEFAULT_REQUEST_TIMEOUT,
         metavar="SECONDS",
         help="the most one request may take, connect to last byte; then it is retried like a "
-        f"timeout (default: {DEFAULT_REQUEST_TIMEOUT:g})" + _env_help("REQUEST_TIMEOUT"),
+        f"timeout (default: {DEFAULT_REQUEST_TIMEOUT:g})",
     )
-    speed.add_argument(
+    _env_option(
+        speed,
         "--max-page-bytes",
         type=_page_bytes,
-        default=_env("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
+        default=DEFAULT_MAX_PAGE_BYTES,
         metavar="N",
         help="the most bytes one answer may have, after decompression; a larger one fails its "
         f"contact, which the next run retries (default: {DEFAULT_MAX_PAGE_BYTES} = 8 MiB, about "
-        "100 times a full 500-record page)" + _env_help("MAX_PAGE_BYTES"),
+        "100 times a full 500-record page)",
     )
-    speed.add_argument(
+    _env_option(
+        speed,
         "--max-pages",
         type=_positive_int,
-        default=_env("MAX_PAGES", DEFAULT_MAX_PAGES),
+        default=DEFAULT_MAX_PAGES,
         metavar="N",
         help="the most pages one contact's (or campaign's) report may take; past it the item "
         f"fails, and --retry-failed goes on from there (default: {DEFAULT_MAX_PAGES:,}, "
-        "5 million records at 500 a page)" + _env_help("MAX_PAGES"),
+        "5 million records at 500 a page)",
     )
 
     add_budget_arguments(fetch)
 
     output = fetch.add_argument_group("output")
-    output.add_argument(
+    _env_option(
+        output,
         "--quiet",
         action="store_true",
-        default=_env_flag("QUIET"),
-        help="no progress display, no log lines, no summary; a failure still prints one line"
-        + _env_help("QUIET"),
+        help="no progress display, no log lines, no summary; a failure still prints one line",
     )
-    output.add_argument(
+    _env_option(
+        output,
         "--log-interval",
         type=_positive_float,
-        default=_env("LOG_INTERVAL", 10.0),
+        default=10.0,
         metavar="SECONDS",
-        help="seconds between progress log lines when stderr is not a terminal (default: 10)"
-        + _env_help("LOG_INTERVAL"),
+        help="seconds between progress log lines when stderr is not a terminal (default: 10)",
     )
-    output.add_argument(
+    _env_option(
+        output,
         "--log-format",
         choices=("text", "json"),
-        default=_env("LOG_FORMAT", "text"),
+        default="text",
         help="text (default), or json: one JSON object per line (time, level, event, message "
-        "and the event's fields: progress, plan, summary, warning, error), for log collectors"
-        + _env_help("LOG_FORMAT"),
+        "and the event's fields: progress, plan, summary, warning, error), for log collectors",
     )
-    output.add_argument(
+    _env_option(
+        output,
         "--log-file",
         metavar="PATH",
-        default=_env("LOG_FILE", None),
+        default=None,
         help="append progress, the plan and the summary to this file instead of stderr "
-        "(errors and warnings still reach stderr too)" + _env_help("LOG_FILE"),
+        "(errors and warnings still reach stderr too)",
     )
 
 
@@ -469,49 +486,50 @@ def add_budget_arguments(parser: argparse.ArgumentParser, *, run: bool = True) -
         "Every process on one API key shares its pace and a ledger of the day's requests: "
         "on this machine with no setup, across hosts through --budget redis://.",
     )
-    budget.add_argument(
+    _env_option(
+        budget,
         "--budget",
         metavar="URL",
-        default=_env("BUDGET", None),
+        default=None,
         help="where the key's pace and ledger are shared: local (default: every process of "
         "this user on this machine, in $XDG_STATE_HOME/bulkopens), redis://HOST:PORT/DB or "
         "rediss://... (a fleet; the password in the URL or $BULKOPENS_REDIS_PASSWORD; pip "
-        "install 'bulkopens[redis]'), or process (this run alone, no ledger)" + _env_help("BUDGET"),
+        "install 'bulkopens[redis]'), or process (this run alone, no ledger)",
     )
-    budget.add_argument(
+    _env_option(
+        budget,
         "--daily-quota",
         type=_non_negative_int,
-        default=_env("DAILY_QUOTA", DEFAULT_DAILY_QUOTA),
+        default=DEFAULT_DAILY_QUOTA,
         metavar="N",
         help=f"the key's requests a day, UTC (default: {DEFAULT_DAILY_QUOTA:,}, a standard key; "
-        f"{PARTNER_DAILY_QUOTA:,} for a partner key; 0 = no ledger limit)"
-        + _env_help("DAILY_QUOTA"),
+        f"{PARTNER_DAILY_QUOTA:,} for a partner key; 0 = no ledger limit)",
     )
-    budget.add_argument(
+    _env_option(
+        budget,
         "--reserve",
         type=_non_negative_int,
-        default=_env("RESERVE", 0),
+        default=0,
         metavar="N",
-        help="requests a day to leave for other integrations on the key (default: 0)"
-        + _env_help("RESERVE"),
+        help="requests a day to leave for other integrations on the key (default: 0)",
     )
     if not run:
         return
-    budget.add_argument(
+    _env_option(
+        budget,
         "--wait-for-quota",
         action="store_true",
-        default=_env_flag("WAIT_FOR_QUOTA"),
         help="when the day's quota (less --reserve) is spent, wait for 00:00 UTC and go on "
-        "instead of stopping with exit 4: a long export runs over several days unattended"
-        + _env_help("WAIT_FOR_QUOTA"),
+        "instead of stopping with exit 4: a long export runs over several days unattended",
     )
-    budget.add_argument(
+    _env_option(
+        budget,
         "--max-requests",
         type=_positive_int,
-        default=_env("MAX_REQUESTS", None),
+        default=None,
         metavar="N",
         help="send at most N requests in this run, then stop (exit 4); the same command goes "
-        "on from there" + _env_help("MAX_REQUESTS"),
+        "on from there",
     )
 
 
