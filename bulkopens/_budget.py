@@ -719,6 +719,26 @@ class SharedPacer(Pacer):
         while time.time() < resets.timestamp() + 1.0:
             await self._sleep(min(60.0, resets.timestamp() + 1.0 - time.time()))
 
+    async def wait_for_reset(self, resets_at: datetime) -> bool:
+        """The API itself answered that the key's daily quota is spent. With
+        ``wait_for_quota``, the ledger learns it and every request of this process waits for
+        the reset (one waiter holds the lock; the others find it past); True once waited.
+        Without it, False: the caller stops the run (exit 4)."""
+        self.refused_for_today()
+        if not (self._budget.wait_for_quota and self._base_interval):
+            return False
+        async with self._lock:
+            now = time.time()
+            if now < resets_at.timestamp() + 1.0:
+                self._say(
+                    f"the API says the key's daily quota is spent: waiting for it to reset at "
+                    f"{resets_at:%Y-%m-%d %H:%M} UTC (in "
+                    f"{_for_humans(resets_at.timestamp() - now)}); --wait-for-quota"
+                )
+            while time.time() < resets_at.timestamp() + 1.0:
+                await self._sleep(min(60.0, resets_at.timestamp() + 1.0 - time.time()))
+        return True
+
     def throttled(self, wait: float) -> None:
         """The API said "too fast": pause and slow down here, and tell every process."""
         super().throttled(wait)

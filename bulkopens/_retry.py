@@ -31,6 +31,7 @@ from yarl import URL
 from bulkopens._exceptions import (
     AnswerTooLarge,
     ContactError,
+    QuotaExhausted,
     RetriesExhausted,
     ServiceUnavailable,
     ThrottledError,
@@ -326,6 +327,13 @@ class PageFetcher:
                     breaker.throttled(exc)
                     wait = exc.retry_after if exc.retry_after is not None else DEFAULT_THROTTLE_WAIT
                     self._pacer.throttled(wait)
+                    continue
+                except QuotaExhausted as exc:
+                    # --wait-for-quota: the API's own "quota spent" waits for the reset too.
+                    wait_for_reset = getattr(self._pacer, "wait_for_reset", None)
+                    if wait_for_reset is None or not await wait_for_reset(exc.resets_at):
+                        raise
+                    breaker.ok()
                     continue
                 except (Unreachable, NotTheApi, AnswerTooLarge) as exc:
                     breaker.failed(exc, hard=True)

@@ -547,3 +547,17 @@ class HostileProcess:
         report = orjson.loads(out)
         self.arrivals = report["arrivals"]
         self.state.update(report["state"])
+
+
+# -- the shared budget: the API's own "quota spent" -----------------------------------------------
+
+
+@mode("quota-once")
+async def _quota_once(request: web.Request, server: Hostile) -> web.StreamResponse:
+    """The first request is told the key's daily quota is spent (429 ``quota_exceeded``); the
+    others are answered as ``ok``."""
+    if not server.state.get("refused"):
+        server.state["refused"] = True
+        body = {"error_key": "quota_exceeded", "error_message": "Limit Exceeded"}
+        return json_response(orjson.dumps(body), 429)
+    return await _ok(request, server)
