@@ -59,3 +59,29 @@ async def test_without_wait_for_quota_the_apis_quota_answer_stops_the_run() -> N
             with pytest.raises(bulkopens.QuotaExhausted):
                 async with client.records(["1", "2", "3"]) as stream:
                     [r async for r in stream]
+
+
+async def test_the_ledgers_own_stop_waits_for_the_next_day_with_wait_for_quota(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--daily-quota 2: two requests today, then a wait (the clock moved a day on), then the
+    third request on the next day's ledger."""
+    clock = _LaterClock()
+    monkeypatch.setattr(budget_module, "time", clock)
+    notices: list[str] = []
+
+    def notice(text: str) -> None:
+        notices.append(text)
+        clock.ahead += 86_400.0
+
+    budget = bulkopens.Budget(daily_quota=2, wait_for_quota=True, notice=notice)
+    with Hostile("ok") as server:
+        async with (
+            bulkopens.Client("k" * 12, "t" * 12, base_url=server.url, rate=50, budget=budget) as c,
+            c.records(["1", "2", "3"]) as stream,
+        ):
+            records = [r async for r in stream]
+        requests = server.count()
+    assert len(records) == 9
+    assert requests == 3
+    assert any("waiting for the quota to reset" in n for n in notices)
