@@ -142,6 +142,12 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error is another process holding the database (wait, try again)."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 class LocalStore:
     """The shared budget of one machine: a SQLite file (WAL) in the user's state directory.
 
@@ -169,8 +175,11 @@ class LocalStore:
             db = sqlite3.connect(
                 self.path, timeout=0.5, isolation_level=None, check_same_thread=False
             )
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+        except OSError as exc:
+            # Not an outage to wait out (a read-only or missing home in a container): say so.
+            raise self._unusable(exc.strerror or str(exc)) from None
+        except sqlite3.Error as exc:
+            raise self._unusable(str(exc)) from None
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -190,9 +199,18 @@ class LocalStore:
             db.execute("DELETE FROM ledger WHERE day < ?", (utc_day(now - _LEDGER_DAYS * 86400),))
         except sqlite3.Error as exc:
             db.close()
-            raise StoreUnavailable(f"cannot use {self.path}: {exc}") from None
+            if _busy(exc):
+                raise StoreUnavailable(f"cannot use {self.path}: {exc}") from None
+            raise self._unusable(str(exc)) from None
         self._db = db
         return db
+
+    def _unusable(self, why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"cannot keep the API key's budget in {self.directory} ({why}): set "
+            "BULKOPENS_STATE_DIR (or XDG_STATE_HOME) to a writable directory, or use --budget "
+            "process (this process alone, no ledger)"
+        )
 
     def _transaction(self, work: Any, *args: Any) -> Any:
         db = self._connect()
@@ -205,6 +223,8 @@ class LocalStore:
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
+            if "readonly" in str(exc).lower():
+                raise self._unusable(str(exc)) from None
             raise StoreUnavailable(f"{self.path}: {exc}") from None
         return result
 
@@ -710,7 +730,9 @@ class SharedPacer(Pacer):
         )
         if not budget.wait_for_quota:
             raise QuotaExhausted(
-                f"{said}; the quota resets at {resets:%Y-%m-%d %H:%M} UTC", resets_at=resets
+                f"{said}; the quota resets at {resets:%Y-%m-%d %H:%M} UTC",
+                resets_at=resets,
+                by_api=False,
             )
         self._say(
             f"{said}: waiting for the quota to reset at {resets:%Y-%m-%d %H:%M} UTC "

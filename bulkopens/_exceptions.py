@@ -158,11 +158,16 @@ class AuthenticationError(RunStopped):
 
 
 class QuotaExhausted(RunStopped):
-    """The API key's daily quota is spent; it resets at ``resets_at`` (00:00 UTC)."""
+    """The API key's daily quota is spent; it resets at ``resets_at`` (00:00 UTC).
 
-    def __init__(self, message: str, *, resets_at: datetime) -> None:
+    ``by_api`` tells the API's own answer from the key's ledger refusing first (see
+    ``bulkopens.Budget``): only the API's answer teaches the ledger that the day is spent.
+    """
+
+    def __init__(self, message: str, *, resets_at: datetime, by_api: bool = True) -> None:
         super().__init__(message)
         self.resets_at = resets_at
+        self.by_api = by_api
 
 
 class RequestLimitReached(QuotaExhausted):
@@ -170,7 +175,7 @@ class RequestLimitReached(QuotaExhausted):
     ``Budget(max_requests=...)``); the same command goes on from there, with a new budget."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, resets_at=datetime.now(UTC))
+        super().__init__(message, resets_at=datetime.now(UTC), by_api=False)
 
 
 class ServiceUnavailable(RunStopped):

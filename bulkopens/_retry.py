@@ -331,7 +331,9 @@ class PageFetcher:
                 except QuotaExhausted as exc:
                     # --wait-for-quota: the API's own "quota spent" waits for the reset too.
                     wait_for_reset = getattr(self._pacer, "wait_for_reset", None)
-                    if wait_for_reset is None or not await wait_for_reset(exc.resets_at):
+                    if not exc.by_api or wait_for_reset is None:
+                        raise  # the ledger refused (it waits by itself), or no budget
+                    if not await wait_for_reset(exc.resets_at):
                         raise
                     breaker.ok()
                     continue

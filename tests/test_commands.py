@@ -363,3 +363,25 @@ def test_the_plan_says_when_the_chosen_path_does_not_fit_in_todays_quota(
     assert days.returncode == 0, days.stderr
     assert "left today (25 a day after --reserve): about 3 days" in days.stdout
     assert "do not fit" in days.stdout
+
+
+def test_a_state_directory_that_cannot_be_written_is_said_at_once(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    """A read-only home (a container): exit 2 with the way out, never a silent wait."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("1\n")
+    env = {**sim.env(), "BULKOPENS_STATE_DIR": str(blocked / "state")}
+    done = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"), env=env, timeout=30
+    )
+    assert done.returncode == 2
+    assert "BULKOPENS_STATE_DIR" in done.stderr
+    assert "--budget process" in done.stderr
+    alone = bulkopens(
+        "fetch", "--contacts", str(contacts), "--out", str(tmp_path / "out"),
+        "--budget", "process", env=env, timeout=30,
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
