@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from yarl import URL
 
-from bulkopens._config import parse_contact_id
+from bulkopens._config import api_url, parse_contact_id
 from bulkopens._exceptions import ConfigurationError, ContactError, ForeignNextLink
 from bulkopens._http import Page
 from bulkopens._pagination import MAX_PAGES, resolve_next
@@ -98,10 +98,6 @@ async def read_contacts(source: IdSource) -> ContactSet:
 # -- the campaign list and the summaries -------------------------------------------------------
 
 
-def _api_url(base: URL, path: str) -> URL:
-    return base.with_path(base.path.rstrip("/") + path)
-
-
 async def sent_campaigns(fetcher: Fetcher, base: URL) -> tuple[list[str], int]:
     """The ids of every SENT campaign, in the API's order, and the list pages that took.
 
@@ -109,7 +105,7 @@ async def sent_campaigns(fetcher: Fetcher, base: URL) -> tuple[list[str], int]:
     Raises ConfigurationError when the list cannot be had (404, a foreign next_link, retries
     exhausted), and the run-stopping errors of the fetcher.
     """
-    url = _api_url(base, "/v2/emailmarketing/campaigns").with_query(
+    url = api_url(base, "/v2/emailmarketing/campaigns").with_query(
         status="SENT", limit=str(LIST_PAGE_SIZE)
     )
     ids: list[str] = []
@@ -144,7 +140,7 @@ async def sent_campaigns(fetcher: Fetcher, base: URL) -> tuple[list[str], int]:
 
 async def summary_count(fetcher: Fetcher, base: URL, report: Report, campaign_id: str) -> int:
     """A campaign's summary count for ``report`` (0 if the summary lacks it or is gone)."""
-    url = _api_url(base, f"/v2/emailmarketing/campaigns/{campaign_id}/tracking/reports/summary")
+    url = api_url(base, f"/v2/emailmarketing/campaigns/{campaign_id}/tracking/reports/summary")
     try:
         summary = await fetcher.fetch_object(url)
     except ContactError:  # gone since it was listed: its report will say so

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from bulkopens._config import api_url
 from bulkopens._exceptions import ContactError, RetriesExhausted, ServiceUnavailable
 from bulkopens._pagination import Fetcher
 
@@ -40,9 +41,7 @@ class Check:
 
 async def probe(fetcher: Fetcher, base: URL) -> bool:
     """Ask for one sent campaign; whether the account has sent any. Raises as a run would."""
-    url = base.with_path(base.path.rstrip("/") + "/v2/emailmarketing/campaigns").with_query(
-        status="SENT", limit="1"
-    )
+    url = api_url(base, "/v2/emailmarketing/campaigns").with_query(status="SENT", limit="1")
     try:
         page = await fetcher.fetch(url)
     except RetriesExhausted as exc:  # the host fails every answer, or cannot be reached

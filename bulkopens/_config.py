@@ -82,6 +82,12 @@ def normalise_base_url(text: str) -> URL:
     return url.with_path(path or "/")
 
 
+def api_url(base: URL, path: str) -> URL:
+    """The URL of an API ``path`` (``/v2/...``) under ``base`` (the origin plus any proxy
+    prefix): the one place the base URL and an endpoint are joined. No query, no credential."""
+    return base.with_path(base.path.rstrip("/") + path)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything one run needs. Build it once; it validates itself.

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 import orjson
 from yarl import URL
 
+from bulkopens._config import api_url
 from bulkopens._exceptions import BadAnswer, BadRequest, ContactError, ForeignNextLink
 from bulkopens._http import Page
 from bulkopens._reports import Report, Scope
@@ -86,11 +87,10 @@ def record_text(body: bytes, count: int) -> bytes | None:
 def first_url(
     base: URL, report: Report, work: Work, page_size: int, scope: Scope = "contact"
 ) -> URL:
-    path = base.path.rstrip("/") + report.path_for(scope, work.contact_id)
     query = {"limit": str(page_size)}
     if work.since is not None:
         query["created_since"] = work.since
-    return base.with_path(path).with_query(query)
+    return api_url(base, report.path_for(scope, work.contact_id)).with_query(query)
 
 
 def resolve_next(base: URL, next_link: str, secrets: Sequence[str] = ()) -> URL:

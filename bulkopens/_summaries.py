@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from yarl import URL
 
+from bulkopens._config import api_url
 from bulkopens._ids import stringify_ids
 from bulkopens._reports import Report, Scope
 from bulkopens._work import PageBatch, Work
@@ -33,7 +34,7 @@ class Fetcher(Protocol):
 
 def summary_url(base: URL, report: Report, scope: Scope, item_id: str) -> URL:
     """The summary's URL for a contact or campaign id: no query (credentials come later)."""
-    return base.with_path(base.path.rstrip("/") + report.path_for(scope, item_id))
+    return api_url(base, report.path_for(scope, item_id))
 
 
 def owned(records: list[dict[str, Any]], scope: Scope, item_id: str) -> list[dict[str, Any]]:
