@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -33,7 +34,7 @@ from bulkopens import (
     Summary,
 )
 from bulkopens._check import Check
-from bulkopens._config import DEFAULT_BASE_URL
+from bulkopens._config import DEFAULT_BASE_URL, normalise_base_url
 from bulkopens._redact import Redactor, printable
 from bulkopens.cli._input import ContactSource
 from bulkopens.cli._output import Console, ProgressReporter, describe
@@ -187,9 +188,12 @@ def run_fetch(
                 )
             ),
         )
-        _quota_today.clear()
-        if args.plan or args.strategy in ("auto", "campaign"):
-            _quota_today.append(lambda: budget.status(api_key, base_url))
+        _quota_today.status = None
+        _quota_today.read = (
+            (lambda: budget.status(api_key, base_url))
+            if args.plan or args.strategy in ("auto", "campaign")
+            else None
+        )
         loop_options = event_loop_options(args.event_loop)
         source: ContactSource | None = None
         if args.campaigns is None:
@@ -285,7 +289,7 @@ def _plan_only(
     assert source is not None
 
     async def plan() -> Plan:
-        await _read_quota()
+        await _quota_today.load()
         async with client:
             return await client.plan(source, report=args.report, strategy=args.strategy or "auto")
 
@@ -297,7 +301,7 @@ def _plan_only(
         return _stopped(exc, redact, args.quiet)
     finally:
         source.close()
-    print(estimate.describe() + _fit(estimate))
+    print(estimate.describe() + _quota_today.fit(estimate))
     return EXIT_OK
 
 
@@ -327,12 +331,10 @@ def _rate_error(rate: float, base_url: str) -> str | None:
 
 
 def _host_of(url: str) -> str:
-    from urllib.parse import urlsplit
-
     try:
-        return (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
-    except ValueError:
-        return ""
+        return (normalise_base_url(url).host or "").lower().rstrip(".")
+    except ConfigurationError:
+        return ""  # Settings says what is wrong with it
 
 
 def _now_stamp() -> str:
@@ -356,38 +358,44 @@ def _mode_error(args: argparse.Namespace) -> str | None:
 
 
 def _print_plan(plan: Plan) -> None:
-    _output().emit("plan", plan.describe() + _fit(plan), plan=plan.to_json())
+    _output().emit("plan", plan.describe() + _quota_today.fit(plan), plan=plan.to_json())
 
 
 #: How to read the key's ledger before a planned run (set by ``run_fetch``), then what it said.
-_quota_today: list[Any] = []
+class _QuotaToday:
+    """Today's ledger for a planned run: read once, before the planner runs, so that the plan
+    can say whether the chosen path fits in what is left today (a ledger that cannot be read
+    says nothing)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.status: dict[str, Any] | None = None
+
+    async def load(self) -> None:
+        read, self.read = self.read, None
+        if read is not None:
+            with contextlib.suppress(BulkOpensError):
+                self.status = await read()
+
+    def fit(self, plan: Plan) -> str:
+        """A line on whether the chosen path fits in today's quota, if not in how many days."""
+        status = self.status
+        cost = plan.contact_cost if plan.path == "contact" else plan.campaign_cost
+        if status is None or not status.get("daily_quota") or cost is None:
+            return ""
+        left = status["available"] or 0
+        per_day = max(1, status["daily_quota"] - status["reserve"])
+        if cost <= left:
+            return f"\n  quota: its >= {cost:,} requests fit in the {left:,} left today"
+        days = 1 + math.ceil((cost - left) / per_day)
+        return (
+            f"\n  quota: its >= {cost:,} requests do not fit in the {left:,} left today "
+            f"({per_day:,} a day after --reserve): about {days} days; --wait-for-quota runs "
+            "them unattended"
+        )
 
 
-async def _read_quota() -> None:
-    """Read today's ledger once, before the planner runs, so the plan can say whether the
-    chosen path fits in what is left today (a ledger that cannot be read says nothing)."""
-    if _quota_today and callable(_quota_today[0]):
-        read = _quota_today.pop()
-        with contextlib.suppress(BulkOpensError):
-            _quota_today.append(await read())
-
-
-def _fit(plan: Plan) -> str:
-    """A line on whether the chosen path fits in today's quota, and if not, in how many days."""
-    status = _quota_today[0] if _quota_today and isinstance(_quota_today[0], dict) else None
-    cost = plan.contact_cost if plan.path == "contact" else plan.campaign_cost
-    if status is None or not status.get("daily_quota") or cost is None:
-        return ""
-    left = status["available"] or 0
-    per_day = max(1, status["daily_quota"] - status["reserve"])
-    if cost <= left:
-        return f"\n  quota: its >= {cost:,} requests fit in the {left:,} left today"
-    days = 1 + -(-(cost - left) // per_day)
-    return (
-        f"\n  quota: its >= {cost:,} requests do not fit in the {left:,} left today "
-        f"({per_day:,} a day after --reserve): about {days} days; --wait-for-quota runs them "
-        "unattended"
-    )
+_quota_today = _QuotaToday()
 
 
 async def _fetch(
@@ -453,7 +461,7 @@ async def _export(
                     )
                 else:
                     assert source is not None
-                    await _read_quota()
+                    await _quota_today.load()
                     summary = await client.export(
                         source,
                         args.out,
@@ -494,19 +502,16 @@ def _stopped(exc: RunStopped, redact: Redactor, quiet: bool) -> int:
     if summary is not None and not quiet:
         _output().emit("summary", describe(summary), summary=summary.to_json())
     if isinstance(exc, RequestLimitReached):
-        return _fail(EXIT_QUOTA, str(exc) + "; run the same command again to go on")
-    if isinstance(exc, QuotaExhausted):
-        return _fail(EXIT_QUOTA, redact(str(exc)) + "; run the same command again after the reset")
-    if isinstance(exc, AuthenticationError):
-        return _fail(EXIT_AUTH, redact(str(exc)) + "; fix it and run the same command to resume")
-    if isinstance(exc, OutputError):
-        return _fail(EXIT_OUTPUT, redact(str(exc)))  # the message says what to do next
-    if isinstance(exc, ServiceUnavailable):
-        return _fail(
-            EXIT_UNAVAILABLE,
-            redact(str(exc)) + "; the run stopped: run the same command again to resume",
-        )
-    return _fail(EXIT_USAGE, redact(str(exc)))
+        advice = "; run the same command again to go on"
+    elif isinstance(exc, QuotaExhausted):
+        advice = "; run the same command again after the reset"
+    elif isinstance(exc, AuthenticationError):
+        advice = "; fix it and run the same command to resume"
+    elif isinstance(exc, ServiceUnavailable):
+        advice = "; the run stopped: run the same command again to resume"
+    else:
+        advice = ""  # an OutputError's message says what to do next; a usage error needs none
+    return _fail(_exit_code(exc), redact(str(exc)) + advice)
 
 
 #: Where the fetch command's words go (``--log-format``, ``--log-file``); text on stderr until
