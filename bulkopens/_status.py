@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from bulkopens._exceptions import ConfigurationError
+from bulkopens._state import DB_FILES, DONE, FAILED, GONE, PENDING, STATE_DIR
 
-_STATE_DIR = ".bulkopens"
-_DB = "state.sqlite3"
-_STATUS_NAMES = {0: "pending", 1: "done", 2: "failed", 3: "failed_for_good"}
+_STATE_DIR = STATE_DIR
+_DB = DB_FILES[0]
+_STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed", GONE: "failed_for_good"}
 
 
 def read_status(out: Path) -> dict[str, Any]:
@@ -73,9 +74,9 @@ def _read(db: sqlite3.Connection, out: Path, state_dir: Path) -> dict[str, Any]:
         ):
             items[_STATUS_NAMES.get(status, "pending")] += n
         (items["from_cursor"],) = db.execute(
-            "SELECT COUNT(*) FROM contacts WHERE run = ? AND status IN (0, 2) "
+            "SELECT COUNT(*) FROM contacts WHERE run = ? AND status IN (?, ?) "
             "AND cursor IS NOT NULL",
-            (run_row[0],),
+            (run_row[0], PENDING, FAILED),
         ).fetchone()
         (items["invalid"],) = db.execute(
             "SELECT COUNT(*) FROM invalid WHERE run = ?", (run_row[0],)
