@@ -211,13 +211,14 @@ async def walk(
                 error_key="bulkopens.too_many_records",
                 permanent=False,
             )
-        content = _content_key(page)
-        if content in contents:
-            # The same records again under another URL: a loop. Keep nothing of this page, and
-            # leave the cursor so that a later attempt starts over (deduplicated).
-            yield PageBatch(work.contact_id, [], RESTART, work=work)
-            raise _loop(pages)
-        contents.add(content)
+        if pages > 1 or page.next_link:  # a one-page walk (most contacts) cannot loop
+            content = _content_key(page)
+            if content in contents:
+                # The same records again under another URL: a loop. Keep nothing of this page,
+                # and leave the cursor so that a later attempt starts over (deduplicated).
+                yield PageBatch(work.contact_id, [], RESTART, work=work)
+                raise _loop(pages)
+            contents.add(content)
         cursor: str | None = None
         stop: ContactError | None = None
         if page.results and page.next_link:
