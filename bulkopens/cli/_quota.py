@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import anyio
 
 from bulkopens import ConfigurationError, ServiceUnavailable
 from bulkopens._config import DEFAULT_BASE_URL
-from bulkopens._redact import printable
 from bulkopens.cli._parser import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from bulkopens.cli._run import budget_of
+from bulkopens.cli._run import _fail, budget_of
 
 
 def run_quota(args: argparse.Namespace) -> int:
@@ -45,8 +43,3 @@ def run_quota(args: argparse.Namespace) -> int:
     lines.append(f"resets at:  {found['resets_at'].replace('T', ' ').removesuffix('Z')} UTC")
     print("\n".join(lines))
     return EXIT_OK
-
-
-def _fail(code: int, message: str) -> int:
-    print(f"bulkopens: error: {printable(message)}", file=sys.stderr)
-    return code
