@@ -11,7 +11,7 @@ import json
 import math
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,7 @@ def sim_config(**kw: Any) -> SimConfig:
     return unlimited_config(KEY, TOKEN, **(defaults | kw))
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(sim_config()) as simulator_:
-        yield simulator_
+SIM_CONFIG = sim_config()  # the sim fixture's (conftest.py)
 
 
 def client(sim: Simulator, **kw: Any) -> bo.Client:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,7 @@ def sim_config(**kw: Any) -> SimConfig:
     return unlimited_config(KEY, TOKEN, **(defaults | kw))
 
 
-@pytest.fixture
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
-    marker = request.node.get_closest_marker("sim")
-    kwargs = marker.kwargs if marker else {}
-    async with Simulator(sim_config(**kwargs)) as simulator:
-        yield simulator
+SIM_CONFIG = sim_config()  # the sim fixture's (conftest.py), with each test's mark.sim fields
 
 
 def client(sim: Simulator, **kw: Any) -> bulkopens.Client:

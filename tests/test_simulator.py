@@ -24,6 +24,7 @@ from bulkopens.simulator._timefmt import format_ms, parse_since_ms
 
 # A small dataset with exactly one heavy contact and every activity type (checked below).
 BASE = SimConfig(seed=15, contacts=200, campaigns=8, rate_per_second=0, daily_quota=0)
+SIM_CONFIG = BASE  # the sim fixture's (conftest.py)
 OPENS = "/v2/contacts/{}/tracking/opens"
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 TOKEN = re.compile(r"[A-Za-z0-9+/]+")
@@ -44,12 +45,6 @@ EXTRA_FIELDS = {
     "EMAIL_BOUNCE": {"bounce_code", "bounce_description", "bounce_message", "bounce_date"},
     "EMAIL_UNSUBSCRIBE": {"unsubscribe_date", "unsubscribe_source", "unsubscribe_reason"},
 }
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(BASE) as running:
-        yield running
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ BASE = SimConfig(
     daily_quota=0,
     token_rate_per_second=0,
 )
+SIM_CONFIG = BASE  # the sim fixture's (conftest.py)
 DETAILS = "/v3/reports/contact_reports/{}/activity_details"
 TYPES = ("em_sends", "em_opens", "em_clicks", "em_forwards", "em_bounces", "em_optouts")
 ALL_TYPES = ",".join(TYPES)
@@ -118,12 +119,6 @@ async def token_call(
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(BASE) as running:
-        yield running
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,7 @@ def sim_config(**kw: Any) -> SimConfig:
     return unlimited_config(KEY, TOKEN, **(defaults | kw))
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(sim_config()) as simulator_:
-        yield simulator_
+SIM_CONFIG = sim_config()  # the sim fixture's (conftest.py)
 
 
 def client(sim: Simulator, **kw: Any) -> bo.Client:
