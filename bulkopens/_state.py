@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 
@@ -610,6 +610,9 @@ class Store:
 
 
 T = TypeVar("T")
+# Positional arguments only, as anyio.to_thread.run_sync takes them: a ParamSpec would need
+# **kwargs too. A TypeVarTuple keeps each argument's type all the same.
+Ts = TypeVarTuple("Ts")
 
 
 class AsyncStore:
@@ -623,7 +626,9 @@ class AsyncStore:
     def run(self) -> int:
         return self.sync.run
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         """Run ``fn(*args)`` off the loop, after every call made before it. Not abandoned on
-        cancellation: a commit that has started always finishes."""
+        cancellation: a commit that has started always finishes. Arguments are positional
+        only (as ``anyio.to_thread.run_sync`` takes them): wrap a call with keywords in a
+        lambda or :func:`functools.partial`."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
