@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple, Unpack
+from typing import Any, NamedTuple, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 
@@ -99,6 +99,30 @@ class Claim:
     contact_id: str
     work: Work | None
     why: str = ""  # "duplicate", "done" or "failed" when work is None
+
+
+class _ItemRow(NamedTuple):
+    """The columns of an item's row that a claim reads."""
+
+    id: int
+    run: int
+    attempt: int
+    status: int
+    cursor: str | None
+    since: str | None
+    since_seen: bytes | None
+    newest: str | None
+    newest_seen: bytes | None
+    oldest: str | None
+    oldest_seen: bytes | None
+
+    @classmethod
+    def of(cls, _cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> _ItemRow:
+        """A row factory: ``cursor.row_factory = _ItemRow.of``."""
+        return cls(*row)
+
+
+_ITEM_COLUMNS = ", ".join(_ItemRow._fields)
 
 
 def _pack(hashes: frozenset[bytes]) -> bytes | None:
@@ -339,59 +363,59 @@ class Store:
         page one with ``created_since`` set to the newest activity already written for it.
         Writes are left uncommitted: the writer's next commit makes them durable.
         """
-        rows: dict[int, tuple[Any, ...]] = {}
+        rows: dict[int, _ItemRow] = {}
         unique = list(dict.fromkeys(int(i) for i in ids))
+        select = self._db.cursor()
+        select.row_factory = _ItemRow.of
         for start in range(0, len(unique), _CLAIM_CHUNK):
             chunk = unique[start : start + _CLAIM_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                "SELECT id, run, attempt, status, cursor, since, since_seen, newest, newest_seen, "
-                f"oldest, oldest_seen FROM contacts WHERE id IN ({marks})",
-                chunk,
+            for row in select.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM contacts WHERE id IN ({marks})", chunk
             ):
-                rows[row[0]] = row
+                rows[row.id] = row
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         out: list[Claim] = []
         run, attempt = self.run, self.attempt
+        taken: set[int] = set()  # claimed (or skipped) by this call: a repeat is a duplicate
         for raw in ids:
             cid = int(raw)
             row = rows.get(cid)
-            if row is None:
-                inserts.append((cid, run, attempt, PENDING, since))
-                rows[cid] = (cid, run, attempt, PENDING, None, since, None, None, None, None, None)
-                out.append(Claim(raw, Work(raw, None, since)))
-                continue
-            _, row_run, row_attempt, status, cursor, row_since, since_seen = row[:7]
-            newest, newest_seen, oldest, oldest_seen = row[7:]
-            if row_attempt == attempt:
+            if cid in taken or (row is not None and row.attempt == attempt):
                 out.append(Claim(raw, None, "duplicate"))
                 continue
-            rows[cid] = (cid, run, attempt, *row[3:])
-            if row_run != run:  # a new incremental run: fetch what is new since last time
-                if status == GONE and not retry_failed:
-                    updates.append((run, attempt, GONE, None, row_since, since_seen, cid))
+            taken.add(cid)
+            if row is None:
+                inserts.append((cid, run, attempt, PENDING, since))
+                out.append(Claim(raw, Work(raw, None, since)))
+                continue
+            if row.run != run:  # a new incremental run: fetch what is new since last time
+                if row.status == GONE and not retry_failed:
+                    updates.append((run, attempt, GONE, None, row.since, row.since_seen, cid))
                     out.append(Claim(raw, None, "failed"))
                     continue
-                new_since = newest or since
-                new_seen = newest_seen if newest else None
+                new_since = row.newest or since
+                new_seen = row.newest_seen if row.newest else None
                 updates.append((run, attempt, PENDING, None, new_since, new_seen, cid))
-                work = Work(raw, None, new_since, _unpack(new_seen), newest, _unpack(newest_seen))
+                work = Work(
+                    raw, None, new_since, _unpack(new_seen), row.newest, _unpack(row.newest_seen)
+                )
                 out.append(Claim(raw, work))
                 continue
-            if status == DONE or (status == GONE and not retry_failed):
-                out.append(Claim(raw, None, "done" if status == DONE else "failed"))
+            if row.status == DONE or (row.status == GONE and not retry_failed):
+                out.append(Claim(raw, None, "done" if row.status == DONE else "failed"))
                 continue
-            updates.append((run, attempt, PENDING, cursor, row_since, since_seen, cid))
+            updates.append((run, attempt, PENDING, row.cursor, row.since, row.since_seen, cid))
             work = Work(
                 raw,
-                cursor,
-                row_since,
-                _unpack(since_seen),
-                newest,
-                _unpack(newest_seen),
-                oldest,
-                _unpack(oldest_seen),
+                row.cursor,
+                row.since,
+                _unpack(row.since_seen),
+                row.newest,
+                _unpack(row.newest_seen),
+                row.oldest,
+                _unpack(row.oldest_seen),
             )
             out.append(Claim(raw, work))
         if inserts:
