@@ -5,15 +5,17 @@
     cli ............ bulkopens.cli.*: the command line, a client of the public API
     client ......... _client: the public library API
     engine ......... _pipeline, _jobs, _campaigns: a run, its planner, its workers
-    api | storage .. the API side (_http, _retry, _pagination, _summaries, _ids, _check) and the
-                     output side (_state, _files, _writer, _artifacts, _status): never each other
+    api | storage .. the API side (_http, _retry, _pagination, _summaries, _ids, _check, _oauth,
+                     _tokens) and the output side (_state, _files, _writer, _artifacts, _status):
+                     never each other
     pacing ......... _ratelimit and the budget modules: the rate a key allows
     bottom ......... errors, settings, the report table, time, redaction, counts, types, logs,
                      the work items and NDJSON lines, disk rules: nothing above them
 
 Imports inside ``if TYPE_CHECKING:`` blocks are annotations, not dependencies, and are left out.
 Imports inside functions (lazy ones) count for the layers, but not for import cycles. ``aiohttp``
-is imported at run time by the HTTP module alone (and by the simulator, a server). The simulator
+is imported at run time by the HTTP module and the OAuth2 module alone (and by the simulator, a
+server). The simulator
 imports nothing of the client, so it stays a stand-alone product.
 """
 
@@ -30,7 +32,7 @@ BOTTOM = {
     "_exceptions", "_version", "_types", "_log", "_timefmt", "_redact", "_reports", "_stats",
     "_config", "_work", "_disk",
 }  # fmt: skip
-API = {"_http", "_retry", "_pagination", "_summaries", "_ids", "_check"}
+API = {"_http", "_retry", "_pagination", "_summaries", "_ids", "_check", "_oauth", "_tokens"}
 STORAGE = {"_state", "_files", "_writer", "_artifacts", "_status"}
 ENGINE = {"_pipeline", "_jobs", "_campaigns"}
 CLIENT = {"_client"}
@@ -67,9 +69,10 @@ ALLOWED = {
     "storage": {"bottom", "storage"},
     "engine": {"bottom", "pacing", "api", "storage", "engine"},
     "client": {"bottom", "pacing", "api", "storage", "engine", "client"},
-    # The CLI uses the public package, the bottom layer, and the two read-only helpers it
-    # exposes as commands (check, status); never the engine, the store or the transport.
-    "cli": {"package", "bottom", "cli", "simulator", "check", "status"},
+    # The CLI uses the public package, the bottom layer, the two read-only helpers it
+    # exposes as commands (check, status) and the token side (auth); never the engine, the
+    # store or the transport.
+    "cli": {"package", "bottom", "cli", "simulator", "check", "status", "auth"},
     "simulator": {"simulator"},
     "package": {"bottom", "pacing", "api", "storage", "engine", "client", "package"},
 }
@@ -136,6 +139,8 @@ def target_layer(module: str) -> str:
         return "check"
     if module == "_status":
         return "status"
+    if module in ("_oauth", "_tokens"):
+        return "auth"
     return layer(module)
 
 
@@ -160,14 +165,14 @@ def test_each_module_imports_only_its_layer_and_below(module: str) -> None:
     assert not wrong, f"{module} ({mine}) imports {wrong} from a layer above or beside it"
 
 
-def test_aiohttp_is_imported_by_the_http_module_alone() -> None:
+def test_aiohttp_is_imported_by_the_http_and_oauth_modules_alone() -> None:
     users = sorted(
         module
         for module, path in KNOWN.items()
         if layer(module) != "simulator"
         and any(name.split(".")[0] == "aiohttp" for name, _ in imports(path))
     )
-    assert users == ["_http"]
+    assert users == ["_http", "_oauth"]
 
 
 def test_there_is_no_import_cycle_at_module_level() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from bulkopens.cli._parser import EXIT_INTERRUPTED, EXIT_USAGE, build_parser
 
-_COMMANDS = ("fetch", "check", "status", "quota", "demo", "simulate")
+_COMMANDS = ("fetch", "check", "status", "quota", "auth", "demo", "simulate")
 
 
 def _command(argv: Sequence[str]) -> str:
@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             code: int = run_demo(args)
             return code
+        if args.command == "auth":
+            from bulkopens.cli._auth import run_auth
+
+            return run_auth(args)
         if args.command == "quota":
             from bulkopens.cli._quota import run_quota
 

@@ -236,6 +236,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         add_budget_arguments(quota, run=False)
         quota.add_argument("--json", action="store_true", help="one JSON object, for scripts")
 
+    auth = commands.add_parser(
+        "auth",
+        help="log in to the v3 API (OAuth2), show or delete the tokens bulkopens keeps",
+        description="The v3 API's OAuth2 tokens: 'auth login' gets them (device flow or PKCE) "
+        "and saves them to the token file, from which a run renews them by itself; 'auth "
+        "status' shows the client, scopes and expiry (never a token); 'auth logout' deletes "
+        "the file.",
+    )
+    if wanted("auth"):
+        from bulkopens.cli._auth import add_arguments as add_auth_arguments
+
+        add_auth_arguments(auth)
+
     simulate = commands.add_parser(
         "simulate",
         help="serve the built-in Constant Contact API simulator on a local port",
