@@ -14,6 +14,7 @@ artifacts of the attempt still fit.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,8 +82,10 @@ class FileSink:
         commit_records: int,
         commit_seconds: float,
         durable: bool,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._clock = clock  # when to commit under load, and the gap between idle commits
         self._files = files
         self._stats = stats
         self._commit_records = commit_records
@@ -96,7 +99,7 @@ class FileSink:
         self._records = 0  # since the last commit
         self._oldest: str | None = None
         self._newest: str | None = None
-        self._last_commit = time.monotonic()
+        self._last_commit = clock()
         self._broken: RunStopped | None = None  # a write or commit failed: no more commits
 
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None:
@@ -125,7 +128,7 @@ class FileSink:
                             continue
                     self._apply(item)
                     if self._records >= self._commit_records or (
-                        time.monotonic() - self._last_commit >= self._commit_seconds and self._dirty
+                        self._clock() - self._last_commit >= self._commit_seconds and self._dirty
                     ):
                         await self.commit()
             finally:
@@ -146,7 +149,7 @@ class FileSink:
         """
         if not self._dirty:
             return await results.receive()
-        wait = self._last_commit + _MIN_COMMIT_GAP - time.monotonic()
+        wait = self._last_commit + _MIN_COMMIT_GAP - self._clock()
         if wait <= 0:
             await self.commit()
             return None
@@ -249,7 +252,7 @@ class FileSink:
         # is being cancelled (quota, auth, Ctrl-C), or that work would be dropped uncommitted.
         with anyio.CancelScope(shield=True):
             await self._store.call(work)
-        self._last_commit = time.monotonic()
+        self._last_commit = self._clock()
 
 
 def _merge_span(mark: ContactMark, batch: PageBatch) -> None:
