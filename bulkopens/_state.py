@@ -3,12 +3,13 @@
 The writer is the only committer while records flow (before that, a planned run commits its
 choice of path and the input lines that are not ids). It makes record files durable first and
 only then commits here, so a committed row never points past bytes that could be lost. On
-resume, files are cut back to their committed length, completed contacts are skipped, and
-in-progress contacts go on from their committed cursor (the last next_link whose page is in
-the files).
+resume, files are cut back to their committed length, completed items are skipped, and
+in-progress items go on from their committed cursor (the last next_link whose page is in
+the files). A work item is a contact, or a campaign in campaign scope; the table that holds
+them keeps its first name, ``contacts``, so that states made by earlier versions still open.
 
-Rows are small and keyed by contact id; a commit updates only the contacts it touched, so the
-state stays compact and fast for millions of contacts. With each file's committed length a
+Rows are small and keyed by item id; a commit updates only the items it touched, so the
+state stays compact and fast for millions of items. With each file's committed length a
 commit stores the hash of the file's last 4 KiB before that length (``files.tail``), so a file
 changed behind the tool's back is refused on resume (see :mod:`bulkopens._files`). All
 methods are synchronous and must be called from one thread at a time (the async side
@@ -69,8 +70,8 @@ CREATE TABLE IF NOT EXISTS planned_contacts (id INTEGER PRIMARY KEY);
 
 
 @dataclass(slots=True)
-class ContactMark:
-    """A contact's state as the writer will commit it."""
+class ItemMark:
+    """A work item's state (a contact's, or a campaign's) as the writer will commit it."""
 
     status: int = PENDING
     cursor: str | None = None
@@ -81,6 +82,11 @@ class ContactMark:
     http_status: int | None = None
     error_key: str | None = None
     error: str | None = None
+
+
+# The name the writer's marks had when every work item was called a contact: kept until
+# benchmarks/resume_time.py takes the new one.
+ContactMark = ItemMark
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,7 @@ class FileMark:
 class Claim:
     """What the producer does with one input id: fetch it (``work``) or skip it (``why``)."""
 
-    contact_id: str
+    item_id: str
     work: Work | None
     why: str = ""  # "duplicate", "done" or "failed" when work is None
 
@@ -104,7 +110,7 @@ class Claim:
 class _ItemRow(NamedTuple):
     """The columns of an item's row that a claim reads."""
 
-    id: int
+    id: int | str
     run: int
     attempt: int
     status: int
@@ -142,6 +148,7 @@ _SETTING_NAMES = {
     "base_url": ("--base-url", "the default"),
     "mode": ("the mode", "contacts"),
     "strategy": ("--strategy", "contact"),
+    "api": ("--api", "v2"),
 }
 
 
@@ -227,6 +234,9 @@ class Store:
         #: and whether it had a finished attempt (so the artifacts in --out are its own too)
         self.forgotten: list[str] = []
         self.forgotten_finished = False
+        # How an item id is kept: v2's numeric ids as integers (the schema's INTEGER PRIMARY
+        # KEY), v3's UUIDs as text (a state made with ``text_ids``).
+        self._key: Callable[[str], int | str] = int
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -240,8 +250,12 @@ class Store:
         since: str | None = None,
         durable: bool = True,
         fresh: bool = False,
+        text_ids: bool = False,
     ) -> Store:
         """Open (or create) the state in ``directory``, lock it, and start an attempt.
+
+        ``text_ids``: a new state keeps item ids as text (v3's UUIDs), not as integers (v2's
+        ids); an existing state keeps the form it was made with.
 
         ``fresh`` forgets the earlier state (after taking the lock), keeping in
         :attr:`forgotten` the files it named. Raises ConfigurationError when another process
@@ -284,11 +298,18 @@ class Store:
             # NORMAL is enough: record files are fsynced before each commit, so losing the last
             # commit in a power cut only rolls the state back, and the files are cut back too.
             db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
-            db.executescript(_SCHEMA)
+            db.executescript(
+                _SCHEMA.replace("id INTEGER PRIMARY KEY", "id TEXT PRIMARY KEY")
+                if text_ids
+                else _SCHEMA
+            )
             columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
             if "tail" not in columns:  # a state of an older version: its rows have no hash
                 db.execute("ALTER TABLE files ADD COLUMN tail BLOB")
             store = cls(db, lock_fd, 0, 0, state_dir)
+            kinds = {row[1]: row[2] for row in db.execute("PRAGMA table_info(contacts)")}
+            if str(kinds.get("id", "")).upper() == "TEXT":
+                store._key = str
             store.forgotten, store.forgotten_finished = forgotten
             store._begin(fingerprint, incremental, since)
         except (sqlite3.Error, OSError) as exc:
@@ -363,8 +384,9 @@ class Store:
         page one with ``created_since`` set to the newest activity already written for it.
         Writes are left uncommitted: the writer's next commit makes them durable.
         """
-        rows: dict[int, _ItemRow] = {}
-        unique = list(dict.fromkeys(int(i) for i in ids))
+        rows: dict[int | str, _ItemRow] = {}
+        key = self._key
+        unique = list(dict.fromkeys(key(i) for i in ids))
         select = self._db.cursor()
         select.row_factory = _ItemRow.of
         for start in range(0, len(unique), _CLAIM_CHUNK):
@@ -378,9 +400,9 @@ class Store:
         updates: list[tuple[Any, ...]] = []
         out: list[Claim] = []
         run, attempt = self.run, self.attempt
-        taken: set[int] = set()  # claimed (or skipped) by this call: a repeat is a duplicate
+        taken: set[int | str] = set()  # claimed (or skipped) by this call: a repeat is a duplicate
         for raw in ids:
-            cid = int(raw)
+            cid = key(raw)
             row = rows.get(cid)
             if cid in taken or (row is not None and row.attempt == attempt):
                 out.append(Claim(raw, None, "duplicate"))
@@ -427,7 +449,7 @@ class Store:
             self._db.executemany(
                 "UPDATE contacts SET run = ?, attempt = ?, status = ?, cursor = ?, since = ?, "
                 "since_seen = ?, "
-                # the span written "in this run" starts empty when a new run claims the contact
+                # the span written "in this run" starts empty when a new run claims the item
                 "oldest = CASE WHEN run = ? THEN oldest END, "
                 "oldest_seen = CASE WHEN run = ? THEN oldest_seen END WHERE id = ?",
                 [(*u[:-1], run, run, u[-1]) for u in updates],
@@ -453,13 +475,13 @@ class Store:
     def commit(
         self,
         files: Sequence[FileMark],
-        contacts: dict[str, ContactMark],
+        items: dict[str, ItemMark],
         invalid: Sequence[str],
         records: int,
         oldest: str | None,
         newest: str | None,
     ) -> None:
-        """Record, in one transaction, how far each file is valid and where each contact stands."""
+        """Record, in one transaction, how far each file is valid and where each item stands."""
         db = self._db
         db.executemany(
             "INSERT OR REPLACE INTO files (name, run, length, records, tail) "
@@ -480,9 +502,9 @@ class Store:
                     m.http_status,
                     m.error_key,
                     m.error,
-                    int(cid),
+                    self._key(cid),
                 )
-                for cid, m in contacts.items()
+                for cid, m in items.items()
             ],
         )
         db.executemany(
@@ -537,7 +559,7 @@ class Store:
         """Keep this attempt's contacts: the next attempt tells which were added since."""
         self._db.execute("DELETE FROM planned_contacts")
         self._db.executemany(
-            "INSERT INTO planned_contacts (id) VALUES (?)", ((int(i),) for i in ids)
+            "INSERT INTO planned_contacts (id) VALUES (?)", ((self._key(i),) for i in ids)
         )
         self._set_meta("planned_contacts", str(len(ids)))
         self._db.commit()
@@ -582,7 +604,7 @@ class Store:
             }
 
     def counts(self) -> dict[str, int]:
-        """Contacts of the current run by status, plus records committed in it."""
+        """Items of the current run by status, plus records committed in it."""
         names = {PENDING: "pending", DONE: "done", FAILED: "failed", GONE: "failed_for_good"}
         out = dict.fromkeys(names.values(), 0)
         for status, n in self._db.execute(

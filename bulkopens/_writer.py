@@ -25,16 +25,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from bulkopens._disk import write_error
 from bulkopens._exceptions import ContactError, InvalidContactId, RunStopped
 from bulkopens._files import RecordFiles
-from bulkopens._state import DONE, FAILED, GONE, AsyncStore, ContactMark, FileMark
+from bulkopens._state import DONE, FAILED, GONE, AsyncStore, FileMark, ItemMark
 from bulkopens._stats import Stats
 from bulkopens._work import PageBatch, Work, line_hash, lines_of
 
 
 @dataclass(frozen=True, slots=True)
-class ContactFailed:
-    """A contact that could not be fetched; its committed cursor stays where it was."""
+class ItemFailed:
+    """A work item (a contact, or a campaign) that could not be fetched; its committed cursor
+    stays where it was."""
 
-    contact_id: str
+    item_id: str
     error: ContactError
     work: Work | None = None
 
@@ -46,7 +47,11 @@ class InvalidInput:
     raw: str
 
 
-Result = PageBatch | ContactFailed | InvalidInput
+Result = PageBatch | ItemFailed | InvalidInput
+
+# Its name from when every work item was called a contact: kept until _pipeline.py takes the
+# new one.
+ContactFailed = ItemFailed
 
 # Idle commits are at least this far apart, so a fast run does not fsync after every page.
 _MIN_COMMIT_GAP = 0.2
@@ -59,8 +64,8 @@ class Sink(Protocol):
     async def consume(self, results: MemoryObjectReceiveStream[Result]) -> None: ...
 
 
-def _failure_mark(error: ContactError) -> ContactMark:
-    return ContactMark(
+def _failure_mark(error: ContactError) -> ItemMark:
+    return ItemMark(
         status=GONE if error.permanent else FAILED,
         http_status=error.status,
         error_key=error.error_key,
@@ -91,10 +96,10 @@ class FileSink:
         self._commit_records = commit_records
         self._commit_seconds = commit_seconds
         self._durable = durable
-        # Contacts in progress keep their mark across commits (a commit must never move a
-        # contact's cursor or newest time backwards); _changed is what the next commit writes.
-        self._active: dict[str, ContactMark] = {}
-        self._changed: dict[str, ContactMark] = {}
+        # Items in progress keep their mark across commits (a commit must never move an
+        # item's cursor or newest time backwards); _changed is what the next commit writes.
+        self._active: dict[str, ItemMark] = {}
+        self._changed: dict[str, ItemMark] = {}
         self._invalid: list[str] = []
         self._records = 0  # since the last commit
         self._oldest: str | None = None
@@ -161,18 +166,18 @@ class FileSink:
     def _dirty(self) -> bool:
         return bool(self._changed or self._invalid or self._records)
 
-    def _mark(self, contact_id: str, work: Work | None) -> ContactMark:
-        """The live mark of a contact in progress, made from its work item on first sight."""
-        mark = self._active.get(contact_id)
+    def _mark(self, item_id: str, work: Work | None) -> ItemMark:
+        """The live mark of an item in progress, made from its work item on first sight."""
+        mark = self._active.get(item_id)
         if mark is None:
-            mark = ContactMark(
+            mark = ItemMark(
                 cursor=work.cursor if work else None,
                 newest=work.newest if work else None,
                 newest_seen=work.newest_seen if work else frozenset(),
                 oldest=work.oldest if work else None,
                 oldest_seen=work.oldest_seen if work else frozenset(),
             )
-            self._active[contact_id] = mark
+            self._active[item_id] = mark
         return mark
 
     def _apply(self, item: Result) -> None:
@@ -203,8 +208,8 @@ class FileSink:
                 mark.status = DONE
                 del self._active[cid]
                 stats.contacts_done += 1
-        elif isinstance(item, ContactFailed):
-            cid = item.contact_id
+        elif isinstance(item, ItemFailed):
+            cid = item.item_id
             previous = self._mark(cid, item.work)
             del self._active[cid]
             mark = _failure_mark(item.error)
@@ -255,8 +260,8 @@ class FileSink:
         self._last_commit = self._clock()
 
 
-def _merge_span(mark: ContactMark, batch: PageBatch) -> None:
-    """Widen the span of activity written for a contact (newest ever, oldest in this run),
+def _merge_span(mark: ItemMark, batch: PageBatch) -> None:
+    """Widen the span of activity written for an item (newest ever, oldest in this run),
     keeping the hashes of the lines dated exactly at each end."""
     if batch.newest is None or batch.oldest is None:
         return
@@ -325,8 +330,8 @@ class StreamSink:
                     stats.records += len(item.records)
                     if item.next_link is None:
                         stats.contacts_done += 1
-                elif isinstance(item, ContactFailed):
-                    self.failures.append(Failure(item.contact_id, item.error))
+                elif isinstance(item, ItemFailed):
+                    self.failures.append(Failure(item.item_id, item.error))
                     stats.contacts_failed += 1
                 else:  # counted by the claimer (stats.contacts_invalid)
                     noun = "campaign" if stats.unit == "campaigns" else "contact"

@@ -8,7 +8,7 @@ import pytest
 
 from bulkopens._exceptions import ConfigurationError
 from bulkopens._files import RecordFiles
-from bulkopens._state import DONE, FAILED, GONE, ContactMark, FileMark, Store
+from bulkopens._state import DONE, FAILED, GONE, FileMark, ItemMark, Store
 
 FP = {"report": "opens", "since": None, "base_url": "https://api.constantcontact.com/"}
 
@@ -20,7 +20,7 @@ def open_store(tmp_path: Path, **kw: object) -> Store:
 def test_new_ids_are_claimed_once_per_attempt(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     claims = store.claim(["1", "2", "1", "3"], since=None, retry_failed=False)
-    assert [(c.contact_id, c.work is not None, c.why) for c in claims] == [
+    assert [(c.item_id, c.work is not None, c.why) for c in claims] == [
         ("1", True, ""),
         ("2", True, ""),
         ("1", False, "duplicate"),
@@ -37,10 +37,10 @@ def test_resume_skips_done_and_continues_from_the_cursor(tmp_path: Path) -> None
     store.commit(
         [FileMark("opens-00001.ndjson", 1, 100, 3)],
         {
-            "1": ContactMark(status=DONE),
-            "2": ContactMark(cursor="/v2/contacts/2/tracking/opens?next=P3"),
-            "3": ContactMark(status=GONE, http_status=404, error_key="nf", error="not found"),
-            "4": ContactMark(status=FAILED, cursor="/v2/x?next=P9", http_status=503),
+            "1": ItemMark(status=DONE),
+            "2": ItemMark(cursor="/v2/contacts/2/tracking/opens?next=P3"),
+            "3": ItemMark(status=GONE, http_status=404, error_key="nf", error="not found"),
+            "4": ItemMark(status=FAILED, cursor="/v2/x?next=P9", http_status=503),
         },
         [],
         3,
@@ -53,8 +53,7 @@ def test_resume_skips_done_and_continues_from_the_cursor(tmp_path: Path) -> None
     assert store.attempt == 2
     assert store.run == 1
     claims = {
-        c.contact_id: c
-        for c in store.claim(["1", "2", "3", "4", "5"], since=None, retry_failed=False)
+        c.item_id: c for c in store.claim(["1", "2", "3", "4", "5"], since=None, retry_failed=False)
     }
     assert claims["1"].why == "done"
     assert claims["2"].work is not None
@@ -68,7 +67,7 @@ def test_resume_skips_done_and_continues_from_the_cursor(tmp_path: Path) -> None
     store.close()
 
     store = open_store(tmp_path)
-    claims = {c.contact_id: c for c in store.claim(["3"], since=None, retry_failed=True)}
+    claims = {c.item_id: c for c in store.claim(["3"], since=None, retry_failed=True)}
     assert claims["3"].work is not None  # --retry-failed
     store.close()
 
@@ -90,9 +89,9 @@ def test_failures_and_counts(tmp_path: Path) -> None:
     store.commit(
         [],
         {
-            "1": ContactMark(status=DONE),
-            "2": ContactMark(status=GONE, http_status=404, error_key="k", error="gone"),
-            "3": ContactMark(status=FAILED, http_status=503, error_key="t", error="flaky"),
+            "1": ItemMark(status=DONE),
+            "2": ItemMark(status=GONE, http_status=404, error_key="k", error="gone"),
+            "3": ItemMark(status=FAILED, http_status=503, error_key="t", error="flaky"),
         },
         ["abc", "../x"],
         0,
@@ -122,8 +121,8 @@ def test_incremental_run_asks_for_what_is_new(tmp_path: Path) -> None:
     store.commit(
         [],
         {
-            "1": ContactMark(status=DONE, newest=newest, newest_seen=frozenset({b"12345678"})),
-            "2": ContactMark(status=DONE),
+            "1": ItemMark(status=DONE, newest=newest, newest_seen=frozenset({b"12345678"})),
+            "2": ItemMark(status=DONE),
         },
         [],
         1,
@@ -135,7 +134,7 @@ def test_incremental_run_asks_for_what_is_new(tmp_path: Path) -> None:
 
     store = open_store(tmp_path, incremental=True)
     assert store.run == 2
-    claims = {c.contact_id: c for c in store.claim(["1", "2", "3"], since=None, retry_failed=False)}
+    claims = {c.item_id: c for c in store.claim(["1", "2", "3"], since=None, retry_failed=False)}
     w1 = claims["1"].work
     assert w1 is not None
     assert w1.since == newest

@@ -36,7 +36,7 @@ from bulkopens._files import RecordFiles
 from bulkopens._state import DONE, FAILED, GONE, PENDING, AsyncStore, Store
 from bulkopens._stats import Stats
 from bulkopens._work import PageBatch, Work, line_of
-from bulkopens._writer import ContactFailed, FileSink
+from bulkopens._writer import FileSink, ItemFailed
 
 IDS = ["1", "2", "3", "4", "5"]
 FP = {"report": "opens"}
@@ -118,10 +118,10 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(ids=st.lists(st.sampled_from(IDS), min_size=1, max_size=6), retry_failed=st.booleans())
     def claim(self, ids: list[str], retry_failed: bool) -> None:
         claims = self.store.claim(ids, since=None, retry_failed=retry_failed)
-        assert [c.contact_id for c in claims] == ids
+        assert [c.item_id for c in claims] == ids
         in_call: set[str] = set()
         for claim in claims:
-            cid = claim.contact_id
+            cid = claim.item_id
             item = self.committed.get(cid, Item())
             if cid in in_call or cid in self.handed:
                 assert (claim.work, claim.why) == (None, "duplicate"), cid
@@ -183,7 +183,7 @@ class StoreMachine(RuleBasedStateMachine):
     def fail(self, data: st.DataObject, permanent: bool) -> None:
         cid = data.draw(st.sampled_from(sorted(self.active)))
         error = ContactNotFound("gone", status=404) if permanent else RetriesExhausted("busy")
-        self.sink._apply(ContactFailed(cid, error, self.handed[cid]))
+        self.sink._apply(ItemFailed(cid, error, self.handed[cid]))
         self.live[cid] = replace(self.live[cid], status=GONE if permanent else FAILED)
         self.active.discard(cid)
         self.dirty = True

@@ -10,10 +10,10 @@ import anyio
 
 from bulkopens._exceptions import RetriesExhausted
 from bulkopens._files import RecordFiles
-from bulkopens._state import DONE, FAILED, AsyncStore, ContactMark, FileMark, Store
+from bulkopens._state import DONE, FAILED, AsyncStore, FileMark, ItemMark, Store
 from bulkopens._stats import Stats
 from bulkopens._work import PageBatch, Work
-from bulkopens._writer import ContactFailed, FileSink, Result
+from bulkopens._writer import FileSink, ItemFailed, Result
 
 FP = {"report": "opens"}
 
@@ -33,7 +33,7 @@ class CountingStore(Store):
     def commit(
         self,
         files: Sequence[FileMark],
-        items: dict[str, ContactMark],
+        items: dict[str, ItemMark],
         invalid: Sequence[str],
         records: int,
         oldest: str | None,
@@ -99,8 +99,8 @@ async def test_a_failure_after_a_commit_keeps_the_cursor(tmp_path: Path) -> None
     resumed = Work("2", cursor="/v2/contacts/2/tracking/opens?next=R")
     items: list[Result] = [
         page("1", ["2024-03-01T00:00:00.000Z"], "/v2/contacts/1/tracking/opens?next=P2", work),
-        ContactFailed("1", RetriesExhausted("flaky", status=503), work),
-        ContactFailed("2", RetriesExhausted("flaky", status=503), resumed),
+        ItemFailed("1", RetriesExhausted("flaky", status=503), work),
+        ItemFailed("2", RetriesExhausted("flaky", status=503), resumed),
     ]
     store = await run_sink(tmp_path, items, commit_records=1)
     status, cursor, newest = contact_row(store, 1)
