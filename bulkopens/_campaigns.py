@@ -1,23 +1,24 @@
 """Campaigns: the list of sent campaigns, and the planner that picks the cheaper path.
 
 A contact report can be had two ways, and both give the same records for the same contacts
-and the same ``created_since`` (a contact's records are exactly its records in each campaign):
+and the same ``--since`` (a contact's records are exactly its records in each campaign):
 
-* the contact path asks each requested contact for its report (``/v2/contacts/{id}/tracking``);
-* the campaign path asks each sent campaign for its report
-  (``/v2/emailmarketing/campaigns/{id}/tracking``) and keeps the requested contacts' records.
+* the contact path asks each requested contact for its report;
+* the campaign path asks each sent campaign (v3: each of its primary and resend activities)
+  for its report and keeps the requested contacts' records.
 
 The planner estimates the requests of each path before fetching any record, and picks the
 cheaper one (the contact path on a tie). Both estimates are floors:
 
 * contact path: one request per distinct contact (how many pages each needs is unknown);
-* campaign path: the campaign-list pages, one summary request per sent campaign, and per
-  campaign ``max(1, ceil(its summary count for the report / page size))`` report pages. The
-  summary counts opens, clicks and forwards once per contact, so repeat activity makes the
-  real count higher.
+* campaign path: listing the campaigns (v3: and their activities), the summaries (v2: one per
+  campaign; v3: one per 500 campaigns), and per item ``max(1, ceil(its summary count for the
+  report / page size))`` report pages. The summary counts opens, clicks and forwards once per
+  contact, so repeat activity makes the real count higher.
 
-When even the cheapest campaign path (a summary and one page per campaign) costs no less than
-the contact path, the summaries are not fetched at all.
+When even the cheapest campaign path (the summaries and one page per item) costs no less than
+the contact path, the summaries are not fetched at all. Where each request goes is the API
+seam's business (:mod:`bulkopens._api`).
 """
 
 from __future__ import annotations
@@ -25,23 +26,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from yarl import URL
 
-from bulkopens._config import api_url, parse_contact_id
-from bulkopens._exceptions import ConfigurationError, ContactError, ForeignNextLink
+from bulkopens._api import Api, CampaignList, Mapper
+from bulkopens._api._v2 import V2
+from bulkopens._exceptions import ConfigurationError
 from bulkopens._http import Page
-from bulkopens._pagination import MAX_PAGES, resolve_next
 from bulkopens._pipeline import IdBatches, IdSource, map_concurrently, shorten_input
 from bulkopens._reports import Report, Scope
 from bulkopens._types import Strategy
-
-#: ``--campaigns sent``: every campaign the account has sent, from the campaign list.
-#: The campaign list's largest (and default) page (docs/ctct-api.md §4.2).
-LIST_PAGE_SIZE = 50
 
 
 class Fetcher(Protocol):
@@ -66,12 +63,12 @@ class ContactSet:
     def digest(self) -> str:
         """A fingerprint of the set (not of its order or spelling), for the state store."""
         h = hashlib.sha256()
-        for cid in sorted(self.ids, key=int):
+        for cid in sorted(self.ids, key=lambda c: (len(c), c)):  # v2: as numbers
             h.update(cid.encode() + b"\n")
         return h.hexdigest()[:32]
 
 
-async def read_contacts(source: IdSource) -> ContactSet:
+async def read_contacts(source: IdSource, api: Api = V2) -> ContactSet:
     """Read every id of ``source`` (lists, sync or async iterables, the CLI's reader)."""
     raw: list[str] = []
     if isinstance(source, IdBatches):
@@ -85,7 +82,7 @@ async def read_contacts(source: IdSource) -> ContactSet:
     invalid: list[str] = []
     duplicates = 0
     for item in raw:
-        cid = parse_contact_id(item) if isinstance(item, str) else None
+        cid = api.parse_id(item) if isinstance(item, str) else None
         if cid is None:
             invalid.append(shorten_input(item))
         elif cid in ids:
@@ -98,55 +95,29 @@ async def read_contacts(source: IdSource) -> ContactSet:
 # -- the campaign list and the summaries -------------------------------------------------------
 
 
-async def sent_campaigns(fetcher: Fetcher, base: URL) -> tuple[list[str], int]:
-    """The ids of every SENT campaign, in the API's order, and the list pages that took.
+def _each(concurrency: int) -> Mapper:
+    """The API layer's bounded map (it starts no task of its own)."""
 
-    Pages through ``GET /v2/emailmarketing/campaigns?status=SENT&limit=50`` by next_link.
-    Raises ConfigurationError when the list cannot be had (404, a foreign next_link, retries
-    exhausted), and the run-stopping errors of the fetcher.
-    """
-    url = api_url(base, "/v2/emailmarketing/campaigns").with_query(
-        status="SENT", limit=str(LIST_PAGE_SIZE)
-    )
-    ids: list[str] = []
-    seen: set[str] = set()
-    visited = {url}
-    pages = 0
-    try:
-        while True:
-            page = await fetcher.fetch(url)
-            pages += 1
-            for row in page.results:
-                cid = parse_contact_id(str(row.get("id", "")))
-                if cid is not None and cid not in seen and row.get("status", "SENT") == "SENT":
-                    seen.add(cid)
-                    ids.append(cid)
-            if not page.results or not page.next_link:
-                return ids, pages
-            next_url = resolve_next(base, page.next_link)
-            if next_url in visited or pages >= MAX_PAGES:
-                raise ConfigurationError(
-                    "the campaign list's pages link back to a page already read (a loop)"
-                    if next_url in visited
-                    else f"the campaign list runs past {MAX_PAGES:,} pages"
-                )
-            visited.add(next_url)
-            url = next_url
-    except ForeignNextLink as exc:
-        raise ConfigurationError(f"the campaign list's {exc}") from None
-    except ContactError as exc:
-        raise ConfigurationError(f"cannot list the sent campaigns: {exc}") from None
+    async def each(fn: Callable[[str], Awaitable[Any]], items: Sequence[str]) -> list[Any]:
+        return await map_concurrently(fn, items, concurrency)
+
+    return each
 
 
-async def summary_count(fetcher: Fetcher, base: URL, report: Report, campaign_id: str) -> int:
-    """A campaign's summary count for ``report`` (0 if the summary lacks it or is gone)."""
-    url = api_url(base, f"/v2/emailmarketing/campaigns/{campaign_id}/tracking/reports/summary")
-    try:
-        summary = await fetcher.fetch_object(url)
-    except ContactError:  # gone since it was listed: its report will say so
-        return 0
-    value = summary.get(report.name)
-    return value if isinstance(value, int) and value > 0 else 0
+async def sent_campaigns(
+    fetcher: Fetcher, base: URL, api: Api = V2, concurrency: int = 4
+) -> CampaignList:
+    """The work items of every sent campaign (v2: the campaigns; v3: their primary and resend
+    activities), in the API's order, and the requests that took. ConfigurationError when the
+    list cannot be had; the run-stopping errors of the fetcher."""
+    return await api.sent_campaigns(fetcher, base, _each(concurrency))
+
+
+async def campaign_items(
+    fetcher: Fetcher, base: URL, ids: Sequence[str], api: Api = V2, concurrency: int = 4
+) -> CampaignList:
+    """The work items of the campaigns ``ids`` (``--campaigns FILE``)."""
+    return await api.campaign_items(fetcher, base, ids, _each(concurrency))
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -247,6 +218,7 @@ async def make_plan(
     page_size: int,
     concurrency: int,
     kept_path: Scope | None = None,
+    api: Api = V2,
 ) -> Plan:
     """Decide the path for ``contacts`` distinct contacts and list the campaigns it needs.
 
@@ -261,8 +233,8 @@ async def make_plan(
         )
         if kept_path == "contact":
             return plan
-        ids, pages = await sent_campaigns(fetcher, base)
-        return dataclasses.replace(plan, path="campaign", **_listed(ids, pages))
+        kept = await sent_campaigns(fetcher, base, api, concurrency)
+        return dataclasses.replace(plan, path="campaign", **_listed(kept))
     if strategy == "contact":
         return dataclasses.replace(plan, reason="as asked")
     if not report.plannable:
@@ -276,30 +248,27 @@ async def make_plan(
         return dataclasses.replace(plan, reason=f"the {report.name} report {gap}")
     if strategy == "auto" and contacts == 0:
         return dataclasses.replace(plan, reason="no contacts to fetch")
-    ids, pages = await sent_campaigns(fetcher, base)
-    listed = _listed(ids, pages)
+    found = await sent_campaigns(fetcher, base, api, concurrency)
+    ids, listed = found.items, _listed(found)
     if strategy == "campaign":
         return dataclasses.replace(
             plan, path="campaign", reason="as asked", report_pages=len(ids), **listed
         )
-    floor = pages + 2 * len(ids)  # a summary and at least one page per campaign
+    summaries = api.count_requests(found)
+    floor = found.requests + summaries + len(ids)  # the summaries, a page per campaign
     if floor >= contacts:
         return dataclasses.replace(
             plan,
-            summaries=len(ids),
+            summaries=summaries,
             report_pages=len(ids),
             reason="cheaper even against the campaign path's floor",
             **listed,
         )
-
-    async def count(campaign_id: str) -> int:
-        return await summary_count(fetcher, base, report, campaign_id)
-
-    counts = await map_concurrently(count, ids, concurrency)
+    counts, summaries = await api.campaign_counts(fetcher, base, report, found, _each(concurrency))
     plan = dataclasses.replace(
         plan,
-        summaries=len(ids),
-        report_pages=estimate_campaign_pages(counts, page_size),
+        summaries=summaries,
+        report_pages=estimate_campaign_pages(counts, api.page_size("campaign", page_size)),
         counted=True,
         **listed,
     )
@@ -310,5 +279,9 @@ async def make_plan(
     return dataclasses.replace(plan, reason="the cheaper, or as cheap")
 
 
-def _listed(ids: list[str], pages: int) -> dict[str, Any]:
-    return {"campaigns": len(ids), "list_pages": pages, "campaign_ids": tuple(ids)}
+def _listed(found: CampaignList) -> dict[str, Any]:
+    return {
+        "campaigns": len(found.items),
+        "list_pages": found.requests,
+        "campaign_ids": tuple(found.items),
+    }

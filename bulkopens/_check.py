@@ -1,7 +1,8 @@
 """``bulkopens check``: one request that proves the host, the API key and the access token.
 
-The request is the first page of the account's sent-campaign list, one campaign long
-(``GET /v2/emailmarketing/campaigns?status=SENT&limit=1``): every key that can read tracking
+The request is the first page of the account's campaign list, one campaign long (v2:
+``GET /v2/emailmarketing/campaigns?status=SENT&limit=1``; v3: ``GET /v3/emails?limit=1``;
+see :meth:`bulkopens._api.Api.check_url`): every key that can read tracking
 reports can read it, it exists on every account, and its answer has the API's own shape. So a
 200 page proves all four (the host answers, it is the API, the key and the token are valid); a
 401 or 403 is the key or token (AuthenticationError), a page of another shape or a 404 is not
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from bulkopens._config import api_url
+from bulkopens._api import Api
+from bulkopens._api._v2 import V2
 from bulkopens._exceptions import ContactError, RetriesExhausted, ServiceUnavailable
 from bulkopens._pagination import Fetcher
 
@@ -39,9 +41,9 @@ class Check:
         )
 
 
-async def probe(fetcher: Fetcher, base: URL) -> bool:
-    """Ask for one sent campaign; whether the account has sent any. Raises as a run would."""
-    url = api_url(base, "/v2/emailmarketing/campaigns").with_query(status="SENT", limit="1")
+async def probe(fetcher: Fetcher, base: URL, api: Api = V2) -> bool:
+    """Ask for one campaign; whether the account has any. Raises as a run would."""
+    url = api.check_url(base)
     try:
         page = await fetcher.fetch(url)
     except RetriesExhausted as exc:  # the host fails every answer, or cannot be reached

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, ov
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from bulkopens._api import api_for
 from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
 from bulkopens._budget import Budget, SharedPacer
 from bulkopens._campaigns import Plan, read_contacts, sent_campaigns
 from bulkopens._check import Check, probe
 from bulkopens._config import (
-    DEFAULT_BASE_URL,
     DEFAULT_MAX_PAGE_BYTES,
     DEFAULT_MAX_PAGES,
     DEFAULT_RATE,
@@ -48,7 +48,7 @@ from bulkopens._exceptions import (
     ServiceUnavailable,
 )
 from bulkopens._files import RecordFiles
-from bulkopens._http import new_session
+from bulkopens._http import TokenProvider, new_session
 from bulkopens._jobs import Job, PlanHook, feed, plan_job
 from bulkopens._pipeline import (
     IdBatches,
@@ -102,8 +102,11 @@ _STATUS_BY_ERROR: list[tuple[type[RunStopped], RunStatus]] = [
 class Client:
     """Fetches Constant Contact tracking reports for many contacts, as fast as the limit allows.
 
-    Use it as ``async with Client(api_key, token) as client:``, or keep one for the life of an
-    app and ``await client.aclose()`` when it ends, from any task. Every call made through one
+    Use it as ``async with Client(api_key, token) as client:`` (v2), or
+    ``Client(api="v3", tokens=TokenFile(...))`` / ``Client(token=..., api="v3")`` (v3: Bearer
+    only; a token provider renews the access token, once for all requests, when the API
+    refuses it), or keep one for the life of an app and ``await client.aclose()`` when it
+    ends, from any task. ``base_url`` defaults to the API's own. Every call made through one
     client shares one limit: at most ``concurrency`` requests in flight and ``rate`` request
     starts a second, however many calls run at once; a request starts only when a connection
     is free for it, so starts never bunch up behind a busy pool.
@@ -123,10 +126,12 @@ class Client:
 
     def __init__(
         self,
-        api_key: str,
-        token: str,
+        api_key: str = "",
+        token: str = "",
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        api: Literal["v2", "v3"] = "v2",
+        tokens: TokenProvider | None = None,
+        base_url: str = "",
         rate: float = DEFAULT_RATE,
         concurrency: int | None = None,
         page_size: int = 500,
@@ -145,6 +150,8 @@ class Client:
         self._settings = Settings(
             api_key=api_key,
             token=token,
+            api=api,
+            tokens=tokens,
             base_url=base_url,
             rate=rate,
             concurrency=concurrency,
@@ -223,7 +230,7 @@ class Client:
                     s.workers, s.connect_timeout, s.read_timeout, s.request_timeout
                 )
             if self._gate is None:
-                pacer = self._budget.pacer(s.api_key, s.base_url, s.rate)
+                pacer = self._budget.pacer(_key_of(s), s.base_url, s.rate)
                 self._gate = Gate(pacer, _slots(s.workers, self._session))
         return self._session, self._gate
 
@@ -558,7 +565,7 @@ class Client:
         session, gate = self._start()
         stats = Stats()
         fetcher = build_fetcher(settings, session, gate, stats, self._on_request)
-        contacts = await read_contacts(job.ids)
+        contacts = await read_contacts(job.ids, api_for(settings.api))
         return await plan_job(job, settings, fetcher, stats, contacts)
 
     async def check(self) -> Check:
@@ -570,21 +577,24 @@ class Client:
         stats = Stats()
         fetcher = build_fetcher(self._settings, session, gate, stats, self._on_request)
         started = time.monotonic()
-        sent = await probe(fetcher, self._settings.base)
+        api = api_for(self._settings.api)
+        sent = await probe(fetcher, self._settings.base, api)
         return Check(
             base_url=self._settings.base_url.rstrip("/"),
-            api="v2",
+            api=api.name,
             has_sent_campaigns=sent,
             requests=stats.requests,
             seconds=time.monotonic() - started,
         )
 
     async def sent_campaigns(self) -> list[str]:
-        """The ids of every campaign the account has sent, newest first (the campaign list)."""
+        """The ids of every campaign the account has sent, in the list's order. On v3, the
+        ids of their primary and resend activities: what the campaign reports are asked of."""
         session, gate = self._start()
-        fetcher = build_fetcher(self._settings, session, gate, Stats(), self._on_request)
-        ids, _ = await sent_campaigns(fetcher, self._settings.base)
-        return ids
+        s = self._settings
+        fetcher = build_fetcher(s, session, gate, Stats(), self._on_request)
+        listed = await sent_campaigns(fetcher, s.base, api_for(s.api), s.workers)
+        return listed.items
 
     async def _export(
         self,
@@ -610,13 +620,15 @@ class Client:
         session, gate = self._start()
         out = Path(out_dir)
         await anyio.to_thread.run_sync(_prepare_out, out)
-        contacts = await read_contacts(job.ids) if job.plans else None
+        contacts = await read_contacts(job.ids, api_for(settings.api)) if job.plans else None
         fingerprint = {
             "report": settings.report,
             "since": settings.since,
             "base_url": settings.base_url,
             **job.fingerprint(),
         }
+        if settings.api != "v2":  # absent for v2, so the states of earlier versions stay valid
+            fingerprint["api"] = settings.api
         store = AsyncStore(
             await anyio.to_thread.run_sync(
                 lambda: Store.open(
@@ -626,6 +638,7 @@ class Client:
                     since=settings.since,
                     durable=settings.durable,
                     fresh=fresh,
+                    text_ids=settings.api != "v2",
                 )
             )
         )
@@ -827,6 +840,15 @@ def _as_str(raw: Any) -> Any:
     return str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
 
 
+def _key_of(settings: Settings) -> str:
+    """What identifies the key whose limits a client shares: the v2 API key; on v3 the app's
+    client id (the v3 "API key") when the token provider knows it, else the token."""
+    if settings.api == "v2":
+        return settings.api_key
+    client_id = getattr(settings.tokens, "client_id", None)
+    return client_id if isinstance(client_id, str) and client_id else settings.token
+
+
 def _slots(concurrency: int, session: aiohttp.ClientSession) -> int:
     """The client's requests in flight: ``concurrency``, but never more than the session's
     connector can open (to any host, and to one host; 0 is no limit)."""
@@ -902,7 +924,8 @@ class _Fetching:
         try:
             async with self.tx:
                 fetcher = build_fetcher(settings, session, gate, stats, on_request)
-                contacts = await read_contacts(job.ids) if job.plans else None
+                api = api_for(settings.api)
+                contacts = await read_contacts(job.ids, api) if job.plans else None
                 fed = await feed(job, settings, fetcher, stats, contacts, None, None)
                 self.plan = fed.plan
                 options = RunOptions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from yarl import URL
 
@@ -13,6 +14,8 @@ from bulkopens._reports import REPORTS, Report
 from bulkopens._timefmt import format_instant, parse_instant
 
 DEFAULT_BASE_URL = "https://api.constantcontact.com"
+#: Each API's default base URL (docs/ctct-api.md §1, §5): v2 is the default API.
+DEFAULT_BASE_URLS = {"v2": DEFAULT_BASE_URL, "v3": "https://api.cc.email"}
 DEFAULT_RATE = 4.0
 # The API key's requests a day (UTC), as the shared ledger counts them (bulkopens._budget): a
 # standard key has 10,000; a partner key 250,000 (on request).
@@ -67,7 +70,7 @@ def normalise_since(text: str | None) -> str | None:
 
 
 def normalise_base_url(text: str) -> URL:
-    """The API origin (plus any proxy prefix), without a trailing ``/`` or ``/v2``."""
+    """The API origin (plus any proxy prefix), without a trailing ``/``, ``/v2`` or ``/v3``."""
     try:
         url = URL(text.strip())
     except (ValueError, TypeError):
@@ -77,7 +80,7 @@ def normalise_base_url(text: str) -> URL:
     if url.user or url.password or url.query_string or url.fragment:
         raise ConfigurationError("--base-url must not carry credentials, a query or a fragment")
     path = url.path.rstrip("/")
-    if path.endswith("/v2"):
+    if path.endswith(("/v2", "/v3")):
         path = path[:-3]
     return url.with_path(path or "/")
 
@@ -92,12 +95,14 @@ def api_url(base: URL, path: str) -> URL:
 class Settings:
     """Everything one run needs. Build it once; it validates itself.
 
-    ``api_key`` and ``token`` never appear in the repr.
+    ``api`` is ``v2`` (``api_key`` and ``token`` both required) or ``v3`` (Bearer only: a
+    ``token``, or ``tokens``, a provider that renews it; ``api_key`` unused). ``base_url``
+    defaults to the API's own. ``api_key``, ``token`` and ``tokens`` never appear in the repr.
     """
 
-    api_key: str = field(repr=False)
-    token: str = field(repr=False)
-    base_url: str = DEFAULT_BASE_URL
+    api_key: str = field(repr=False, default="")
+    token: str = field(repr=False, default="")
+    base_url: str = ""  # "" = the API's default
     report: str = "opens"
     rate: float = DEFAULT_RATE  # request starts per second for the whole run; 0 = no limit
     concurrency: int | None = None  # requests in flight; None = derived from rate
@@ -113,12 +118,22 @@ class Settings:
     commit_records: int = 20_000  # commit at least every N records ...
     commit_seconds: float = 1.0  # ... or every T seconds
     durable: bool = True  # fsync files before each commit
+    api: str = "v2"  # which Constant Contact API: v2 or v3
+    # v3: a token provider (bulkopens.TokenFile, or an app's own) in place of ``token``.
+    tokens: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.api_key or not self.api_key.strip():
+        if self.api not in DEFAULT_BASE_URLS:
+            raise ConfigurationError(f"--api must be v2 or v3; got {str(self.api)[:20]!r}")
+        if self.api == "v2" and (not self.api_key or not self.api_key.strip()):
             raise ConfigurationError("an API key is required (--api-key or CTCT_API_KEY)")
-        if not self.token or not self.token.strip():
-            raise ConfigurationError("an access token is required (--token or CTCT_ACCESS_TOKEN)")
+        if self.tokens is None and (not self.token or not self.token.strip()):
+            raise ConfigurationError(
+                "an access token is required (--token or CTCT_ACCESS_TOKEN)"
+                if self.api == "v2"
+                else "v3 needs an access token: run bulkopens auth login (a token file), or "
+                "give --token / CTCT_ACCESS_TOKEN"
+            )
         if any(c.isspace() for c in self.api_key + self.token):
             raise ConfigurationError("the API key and access token must not contain whitespace")
         if self.report not in REPORTS:
@@ -145,7 +160,8 @@ class Settings:
                 f"--since does not apply to the {self.report} report: the summary reports "
                 "have no date filter"
             )
-        object.__setattr__(self, "base_url", str(normalise_base_url(self.base_url)))
+        base_url = self.base_url or DEFAULT_BASE_URLS[self.api]
+        object.__setattr__(self, "base_url", str(normalise_base_url(base_url)))
 
     @property
     def workers(self) -> int:

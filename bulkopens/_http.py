@@ -1,7 +1,10 @@
 """The only module that talks to aiohttp's client: one GET of one page, and what its answer means.
 
-Every request carries the ``api_key`` query parameter and ``Authorization: Bearer``; both go only
-to the configured API host. Every aiohttp exception is translated here, at this one boundary, into
+Every request carries ``Authorization: Bearer`` (and, on v2, the ``api_key`` query parameter);
+both go only to the configured API host. A renewable token (v3) that the API refuses (401) is
+raised as :class:`TokenRejected`, for the retry layer to renew it once and ask again.
+
+Every aiohttp exception is translated here, at this one boundary, into
 the error tree of :mod:`bulkopens._exceptions`, with messages built from the URL path only; a
 connection failure names the host, the port and the cause (``cannot connect to 127.0.0.1:1:
 connection refused``). What the server said is made printable, redacted and quoted first.
@@ -20,12 +23,14 @@ import errno
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 from yarl import URL
 
+from bulkopens._api import Api
+from bulkopens._api._v2 import V2
 from bulkopens._config import DEFAULT_MAX_PAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from bulkopens._exceptions import (
     AnswerTooLarge,
@@ -35,6 +40,7 @@ from bulkopens._exceptions import (
     ContactError,
     ContactNotFound,
     QuotaExhausted,
+    RetryableError,
     ThrottledError,
     TransientError,
 )
@@ -70,6 +76,25 @@ class Unreachable(TransientError):
     host stays unreachable."""
 
 
+class TokenProvider(Protocol):
+    """Where a v3 request's Bearer token comes from (bulkopens._tokens, or an app's own)."""
+
+    async def access_token(self) -> str: ...
+
+    async def refreshed(self, rejected: str) -> str: ...
+
+    def secrets(self) -> tuple[str, ...]: ...
+
+
+class TokenRejected(RetryableError):
+    """401 for a token that a provider can renew: renew it (once for every request that saw
+    it) and send the request again. ``token`` is the refused one; never in the message."""
+
+    def __init__(self, message: str, token: str) -> None:
+        super().__init__(message)
+        self.token = token
+
+
 class NotTheApi(TransientError):
     """An answer the API never gives: a 200 that is not its JSON (an HTML page), a 404 or other
     4xx without its error body. Retried, never a permanent failure; the run's breaker stops the
@@ -87,6 +112,7 @@ class Page:
     results: list[dict[str, Any]]
     next_link: str | None
     body: bytes | None = None
+    key: str = "results"  # the answer's key of the records' array
 
 
 def new_session(
@@ -114,12 +140,15 @@ class Transport:
     """
 
     __slots__ = (
+        "_api",
         "_headers",
         "_max_bytes",
         "_origin",
+        "_query",
         "_redact",
         "_session",
         "_timeout",
+        "_tokens",
         "api_key",
         "host",
         "responses",
@@ -138,8 +167,13 @@ class Transport:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
         responses: dict[int, int] | None = None,
+        api: Api = V2,
+        tokens: TokenProvider | None = None,
     ) -> None:
         self._session = session
+        self._api = api
+        self._tokens = tokens
+        self._query = {"api_key": api_key} if api.sends_api_key else {}
         self._origin = base.origin()
         host = base.raw_host or ""
         # ``host:port``, as connection messages name it (an IPv6 address in brackets).
@@ -175,6 +209,14 @@ class Transport:
             raise NotTheApi(f"200 for {where} without a JSON array of objects")
         return data
 
+    async def renew(self, rejected: str) -> None:
+        """After a 401 for ``rejected``: have the provider renew it (once for all requests
+        that saw it); AuthenticationError when it cannot (``invalid_grant``)."""
+        if self._tokens is None:
+            raise AuthenticationError("the access token was refused (401)")
+        token = await self._tokens.refreshed(rejected)
+        self._redact.add(token, *self._tokens.secrets())
+
     def _where(self, url: URL) -> str:
         """The URL's path for a message: still percent-encoded (so no control character a
         server put in a next_link can reach a terminal), secrets redacted."""
@@ -190,10 +232,15 @@ class Transport:
             )
         where = self._where(url)
         timeout = self._timeout
+        headers, token = self._headers, ""
+        if self._tokens is not None:
+            token = await self._tokens.access_token()
+            self._redact.add(token)
+            headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
             async with self._session.get(
-                url.extend_query(api_key=self.api_key),
-                headers=self._headers,
+                url.extend_query(self._query) if self._query else url,
+                headers=headers,
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
@@ -205,6 +252,8 @@ class Transport:
                     _check_json(response, body, where)
                     return body
                 body = await self._read(response, ERROR_BODY_BYTES, where, cut=True)
+                if status == 401 and self._tokens is not None:
+                    raise TokenRejected(f"the access token was refused for {where}", token)
         except aiohttp.ClientConnectorError as exc:  # refused, DNS, unreachable, TLS
             raise Unreachable(f"cannot connect to {self.host}: {_connect_cause(exc)}") from None
         except aiohttp.ConnectionTimeoutError:
@@ -273,16 +322,14 @@ class Transport:
         )
 
     def _page(self, body: bytes, where: str) -> Page:
-        data = _parse(body, where)
-        results = data.get("results") if isinstance(data, dict) else None
-        if not isinstance(results, list) or not set(map(type, results)) <= {dict}:
-            raise NotTheApi(f"200 for {where} without a results list")
-        meta = data.get("meta")
-        pagination = meta.get("pagination") if isinstance(meta, dict) else None
-        next_link = pagination.get("next_link") if isinstance(pagination, dict) else None
+        api = self._api
+        found = api.rows(_parse(body, where))
+        if found is None or not set(map(type, found[1])) <= {dict}:
+            raise NotTheApi(f"200 for {where} without a {api.results_key} list")
+        key, results, next_link = found
         if next_link is not None and not isinstance(next_link, str):
-            raise TransientError(f"200 for {where} with a malformed next_link")
-        return Page(results, next_link or None, body)
+            raise TransientError(f"200 for {where} with a malformed next-page link")
+        return Page(results, next_link or None, body, key)
 
     def _error(self, status: int, body: bytes, retry_after: str | None, where: str) -> Exception:
         key, text, api = self._error_detail(body)

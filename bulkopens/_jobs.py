@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bulkopens._campaigns import ContactSet, Plan, make_plan, sent_campaigns
+from bulkopens._api import api_for
+from bulkopens._campaigns import (
+    ContactSet,
+    Plan,
+    campaign_items,
+    make_plan,
+    read_contacts,
+    sent_campaigns,
+)
 from bulkopens._config import Settings
 from bulkopens._exceptions import ConfigurationError
 from bulkopens._pipeline import IdSource
@@ -99,13 +107,26 @@ async def feed(
     ids read whole (planned jobs only); ``store`` keeps the chosen path for later attempts
     (None for the iterators); ``on_plan`` is told the plan before anything is fetched.
     Requests go through ``fetcher`` and are counted in ``stats``."""
+    api = api_for(settings.api)
     if job.mode == "campaign":
         stats.unit = "campaigns"
         if job.ids == SENT:
-            ids, _ = await sent_campaigns(fetcher, settings.base)
-            stats.contacts_total = len(ids)
-            return Feed(ids, "campaign")
-        return Feed(job.ids, "campaign")
+            listed = await sent_campaigns(fetcher, settings.base, api, settings.workers)
+            stats.contacts_total = len(listed.items)
+            return Feed(listed.items, "campaign")
+        if api.items_are_campaigns:
+            return Feed(job.ids, "campaign")
+        # v3: a campaign's reports are its activities' (the primary send, the resends).
+        asked = await read_contacts(job.ids, api)
+        if asked.invalid:
+            raise ConfigurationError(
+                f"{len(asked.invalid):,} campaign id(s) are not {api.name} campaign ids "
+                f"({api.id_example('campaign')}), e.g. {asked.invalid[0]!r}"
+            )
+        ids = [i for i in dict.fromkeys(api.parse_id(r, "campaign") for r in asked.raw) if i]
+        listed = await campaign_items(fetcher, settings.base, ids, api, settings.workers)
+        stats.contacts_total = len(listed.items)
+        return Feed(listed.items, "campaign")
     if contacts is None:
         return Feed(job.ids)
     kept: str | None = None
@@ -170,5 +191,6 @@ async def plan_job(
         page_size=settings.page_size,
         concurrency=settings.workers,
         kept_path="campaign" if kept == "campaign" else "contact" if kept else None,
+        api=api_for(settings.api),
     )
     return dataclasses.replace(plan, spent=stats.requests - before)

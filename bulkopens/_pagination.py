@@ -8,26 +8,20 @@ from collections.abc import AsyncGenerator, Container, Sequence
 from dataclasses import replace
 from secrets import token_bytes
 from typing import Any, Protocol, cast
-from urllib.parse import unquote
 
 import orjson
 from yarl import URL
 
-from bulkopens._config import api_url
+from bulkopens._api import Api
+from bulkopens._api._links import resolve_next
+from bulkopens._api._v2 import V2
 from bulkopens._exceptions import BadAnswer, BadRequest, ContactError, ForeignNextLink
 from bulkopens._http import Page
 from bulkopens._reports import Report, Scope
 from bulkopens._timefmt import canonical
 from bulkopens._work import PageBatch, Work, line_hash, line_of, lines_of
 
-_CREDENTIAL_PARAMS = ("api_key", "access_token")
-# Every report lives under this path (below the base URL's own path, if any).
-_API_ROOT = "/v2/"
-# What no honest next_link holds, once percent-decoded: control characters and backslashes
-# (a path or a host could be read two ways), and dot segments (they climb out of the API).
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
-_SEGMENTS = re.compile(r"[/\\]")
-# The largest page the API sends (its maximum ``limit``).
+# The largest page the v2 API sends (its maximum ``limit``).
 MAX_PAGE_SIZE = 500
 # Pages one walk may read: 5 million records at 500 a page, far past any honest contact's or
 # campaign's report, yet a bound on a server that hands out fresh next_links for ever.
@@ -45,38 +39,46 @@ class Fetcher(Protocol):
     async def fetch(self, url: URL) -> Page: ...
 
 
-_RESULTS_NAME = b'"results"'
-_RESULTS_KEY = b'"results":['
 # Bytes the text of a cut page must not hold: whitespace, and brackets (no array but results).
 _NOT_IN_CUT = (b" ", b"\n", b"\r", b"\t", b"[", b"]")
 
 
-def record_text(body: bytes, count: int) -> bytes | None:
+def record_text(body: bytes, count: int, key: str = "results") -> bytes | None:
     """The ``count`` records of a page as NDJSON lines cut from the answer's own text, or None
     when the text is not in the form this needs (then the records are serialised instead).
 
     Cutting skips serialising the records again, the largest cost of a 500-record page. The
-    form is compact JSON ending in the results array, ``{...,"results":[{...},...,{...}]}``
-    (the simulator's form; an answer in any other form is serialised), with flat records (no
-    arrays in them; activity records have none). The checks run in C (each byte test is a
-    ``memchr``), and together they make the cut exact. The slice between the first
-    ``"results":[`` and the closing ``]}``:
+    form is compact JSON with the records' array under ``key`` (``results`` on v2,
+    ``tracking_activities`` on v3), ``{...,"results":[{...},...,{...}]...}`` (the simulator's
+    form; an answer in any other form is serialised), with flat records (no arrays in them;
+    activity records have none). The checks run in C (each byte test is a ``memchr``), and
+    together they make the cut exact. Let the slice run from the first ``"results":[`` (which
+    no JSON string can hold: its quotes would be escaped) to the first ``]`` after it:
 
-    * holds no whitespace, so no token is split by any;
-    * holds no ``[`` or ``]``: the first ``"results":[`` was the top-level key (a nested one
-      would leave the real key's ``[`` in the slice), no top-level key follows the array (its
-      ``]`` would be in the slice), and the only array is the results;
-    * has exactly ``count - 1`` ``},{``. With no other array, a ``},{`` outside a string is a
-      boundary between two records, and there are ``count - 1`` of those; so none was in a
-      string.
+    * the answer holds no other ``[`` or ``]`` after the key, so that ``]`` closes the array,
+      the key was not nested in another value (the outer array's ``]`` would follow), and the
+      records hold no array;
+    * what follows the ``]`` is the object's end (``}``) or more keys (``,"`` ... ``}``: v3's
+      ``_links``), never more records;
+    * the slice holds no whitespace, so no token is split by any;
+    * the slice has exactly ``count - 1`` ``},{``. With no other array, a ``},{`` outside a
+      string is a boundary between two records, and there are ``count - 1`` of those; so none
+      was in a string.
 
     Any page that fails a check is serialised: slower, never wrong.
     """
-    start = body.find(_RESULTS_KEY)
-    end = len(body.rstrip())
-    if count < 1 or start < 0 or body[end - 2 : end] != b"]}":
+    opening = b'"' + key.encode() + b'":['
+    start = body.find(opening)
+    if count < 1 or start < 0:
         return None
-    text = body[start + len(_RESULTS_KEY) : end - 2]
+    start += len(opening)
+    end = body.find(b"]", start)
+    if end < 0 or body.find(b"[", start) >= 0 or body.find(b"]", end + 1) >= 0:
+        return None
+    rest = body[end + 1 :].rstrip()
+    if rest != b"}" and (rest[:2] != b',"' or rest[-1:] != b"}"):
+        return None
+    text = body[start:end]
     if text[:1] != b"{" or text[-1:] != b"}" or any(b in text for b in _NOT_IN_CUT):
         return None
     if text.count(b"},{") != count - 1:
@@ -85,72 +87,16 @@ def record_text(body: bytes, count: int) -> bytes | None:
 
 
 def first_url(
-    base: URL, report: Report, work: Work, page_size: int, scope: Scope = "contact"
+    base: URL,
+    report: Report,
+    work: Work,
+    page_size: int,
+    scope: Scope = "contact",
+    api: Api = V2,
 ) -> URL:
-    query = {"limit": str(page_size)}
-    if work.since is not None:
-        query["created_since"] = work.since
-    return api_url(base, report.path_for(scope, work.contact_id)).with_query(query)
-
-
-def resolve_next(base: URL, next_link: str, secrets: Sequence[str] = ()) -> URL:
-    """Join a next_link to the API base; ForeignNextLink unless it stays inside the API.
-
-    The link is used as given (its ``next`` token is opaque); ``limit`` and ``created_since``
-    are not sent again, and any credential parameter the link carried is dropped (ours is added
-    later). A link is followed only when it is a valid URL on the base's scheme, host and port,
-    with no user info, under the base's path, with no dot segment or backslash (after
-    percent-decoding, so ``%2e%2e`` counts), and without any of ``secrets`` in it (a server
-    that echoes the credentials into a link would have them stored in the state).
-    """
-    plain = _decoded(next_link)
-    if any(secret and secret in plain for secret in secrets):
-        raise ForeignNextLink("next_link carries a credential; not followed")
-    if _UNSAFE.search(plain) or {".", ".."} & set(_SEGMENTS.split(plain.split("?")[0])):
-        raise ForeignNextLink(
-            "next_link has a control character, a dot segment or a backslash; not followed"
-        )
-    try:
-        link = URL(next_link)
-        prefix = base.path.rstrip("/")
-        if (
-            not link.scheme
-            and link.host is None
-            and prefix
-            and not link.path.startswith(prefix + "/")
-        ):
-            query = f"?{link.raw_query_string}" if link.raw_query_string else ""
-            link = URL(prefix + "/" + link.raw_path.lstrip("/") + query, encoded=True)
-        url = base.join(link)
-        where = (url.scheme, url.host, url.port)
-    except (ValueError, TypeError, UnicodeError):
-        raise ForeignNextLink("next_link is not a valid URL; not followed") from None
-    if where != (base.scheme, base.host, base.port):
-        raise ForeignNextLink(
-            f"next_link points at another host ({_shown(url.host)}); not followed"
-        )
-    if url.raw_user is not None or url.raw_password is not None:
-        raise ForeignNextLink("next_link carries user info; not followed")
-    if not _decoded(url.raw_path).startswith(prefix + _API_ROOT):
-        raise ForeignNextLink("next_link leaves the API's base path; not followed")
-    if any(p in url.query for p in _CREDENTIAL_PARAMS):
-        url = url.without_query_params(*_CREDENTIAL_PARAMS)
-    return url
-
-
-def _decoded(text: str) -> str:
-    """``text`` percent-decoded until it no longer changes (``%252e`` is a dot, too)."""
-    for _ in range(4):
-        plain = unquote(text)
-        if plain == text:
-            break
-        text = plain
-    return text
-
-
-def _shown(text: str | None, limit: int = 60) -> str:
-    """Server-provided text as it may appear in a message: quoted, escaped, shortened."""
-    return ascii((text or "")[:limit])
+    """The item's first page: ``since`` goes to the API when it takes a date filter (v2)."""
+    since = work.since if api.date_filter else None
+    return api.report_url(base, report, scope, work.contact_id, page_size, since)
 
 
 async def walk(
@@ -165,8 +111,14 @@ async def walk(
     lines: bool = False,
     max_pages: int = MAX_PAGES,
     secrets: Sequence[str] = (),
+    api: Api = V2,
 ) -> AsyncGenerator[PageBatch, None]:
     """Yield each page of ``work``'s contact in order, ending with one whose next_link is None.
+
+    ``api`` says where the report lives and how its pages link. When the API takes no date
+    filter (v3), ``work.since`` is applied here: records older than it are dropped, and the
+    walk ends with the first page that holds one (pages come newest first), so an item with
+    nothing new costs one request.
 
     ``scope`` says whose report ``work`` names. With ``keep``, a page holds only the records
     whose ``contact_id`` is in it (a campaign's records of the requested contacts); the walk
@@ -182,13 +134,15 @@ async def walk(
     """
     if work.cursor == RESTART:
         work = replace(work, cursor=None, restart=True)
+    root = api.root
+    below = None if api.date_filter else work.since
     url = (
-        resolve_next(base, work.cursor, secrets)
+        resolve_next(base, work.cursor, secrets, root)
         if work.cursor
-        else first_url(base, report, work, page_size, scope)
+        else first_url(base, report, work, page_size, scope, api)
     )
     # Resumed from a cursor, the first page may have been asked for with another page size.
-    limit = page_size if not work.cursor else MAX_PAGE_SIZE
+    limit = page_size if not work.cursor else api.max_page_size(scope)
     visited = {url}
     contents: set[bytes] = set()  # what each page read held, to tell a loop under new URLs
     pages = 0
@@ -201,7 +155,7 @@ async def walk(
             # The API no longer takes our committed cursor (it may have expired): start the
             # contact over from page one, dropping what this run already wrote for it.
             work = replace(work, cursor=None, restart=True)
-            url = first_url(base, report, work, page_size, scope)
+            url = first_url(base, report, work, page_size, scope, api)
             limit, visited, contents = page_size, {url}, set()
             continue
         pages += 1
@@ -221,9 +175,10 @@ async def walk(
             contents.add(content)
         cursor: str | None = None
         stop: ContactError | None = None
-        if page.results and page.next_link:
+        reached = below is not None and _reaches(api, report, page.results, below)
+        if page.results and page.next_link and not reached:
             try:
-                next_url = resolve_next(base, page.next_link, secrets)
+                next_url = resolve_next(base, page.next_link, secrets, root)
             except ForeignNextLink as exc:
                 stop, cursor = exc, RESTART  # keep the page, never follow the link
             else:
@@ -242,7 +197,7 @@ async def walk(
         body = page.body if lines else None
         if keep is not None:
             results, body = [r for r in results if _contact_of(r) in keep], None
-        yield _batch(work, report, results, cursor, lines, body)
+        yield _batch(work, report, results, cursor, lines, body, api, below, page.key)
         if stop is not None:
             raise stop
         if cursor is None:
@@ -263,7 +218,7 @@ def _content_key(page: Page) -> bytes:
     the API's form, where ``meta`` comes first), or of the records themselves."""
     body = page.body
     if body is not None:
-        at = body.rfind(_RESULTS_NAME)
+        at = body.rfind(b'"' + page.key.encode() + b'"')
         return line_hash(body[at:] if at >= 0 else body)
     try:
         return line_hash(orjson.dumps(page.results))
@@ -278,29 +233,36 @@ def _batch(
     next_link: str | None,
     as_lines: bool = False,
     body: bytes | None = None,
+    api: Api = V2,
+    below: str | None = None,
+    key: str = "results",
 ) -> PageBatch:
     """The batch of one page's ``results``: those not yet written, as dicts or (``as_lines``)
     as NDJSON lines. With the page's text (``body``), each line is the record's own text as the
     API sent it (cut in C when the page allows, else split out by :func:`split_results`), so
     no number, key order or duplicate key is ever changed; without it, the records are
-    serialised (their ids were converted on purpose)."""
-    stamps = _stamps(report, results)
+    serialised (their ids were converted on purpose). With ``below``, records dated before it
+    are dropped too (the API took no date filter)."""
+    stamps = _stamps(api, report, results)
     kept = results
     index: list[int] | None = None
-    if work.seen_at_since or work.restart:
+    if work.seen_at_since or work.restart or below is not None:
         index = [
             i
             for i, (r, s) in enumerate(zip(results, stamps, strict=True))
-            if not _written(work, r, s)
+            if not _written(work, r, s) and (below is None or s is None or s >= below)
         ]
-        kept, stamps = [results[i] for i in index], [stamps[i] for i in index]
+        if len(index) == len(results):
+            index = None  # nothing dropped: the page's text can be cut whole
+        else:
+            kept, stamps = [results[i] for i in index], [stamps[i] for i in index]
     if as_lines:
         text = None if kept else b""
         if body is not None and text is None:
             if index is None:
-                text = record_text(body, len(kept))
+                text = record_text(body, len(kept), key)
             if text is None:
-                raw = split_results(body, len(results))
+                raw = split_results(body, len(results), key)
                 text = b"".join(raw if index is None else [raw[i] for i in index])
         if text is None:
             text = lines_of(kept)
@@ -324,28 +286,29 @@ _STRING_OR_SPACE = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\r\n]+')
 _SPACE = (b" ", b"\t", b"\r", b"\n")
 
 
-def split_results(body: bytes, count: int) -> list[bytes]:
-    """The text of each record in the page's top-level ``results`` array, as NDJSON lines.
+def split_results(body: bytes, count: int, key: str = "results") -> list[bytes]:
+    """The text of each record in the page's top-level ``key`` array, as NDJSON lines.
 
     The slow but exact way, for answers the C cut (:func:`record_text`) does not take:
     pretty-printed pages, other key orders, nested values. ``body`` is valid JSON (it was
     parsed), so a scan of its string tokens and brackets finds each element of the last
-    top-level ``results`` array (the one a JSON parser keeps); whitespace outside strings is
+    top-level ``key`` array (the one a JSON parser keeps); whitespace outside strings is
     dropped so that each record is one line. Raises BadAnswer when the scan does not find
     ``count`` records (the key written with escapes, say): nothing is then written.
     """
+    wanted = b'"' + key.encode() + b'"'
     found: list[bytes] = []
     records: list[bytes] = []
     depth = 0  # 1 inside the top-level object, 2 inside its results array, 3+ in a record
     in_results = False
-    key: bytes | None = None
+    name: bytes | None = None
     start = 0
     for match in _TOKENS.finditer(body):
         token = match.group()
         first = token[:1]
         if first == b"{" or first == b"[":
             depth += 1
-            if depth == 2 and first == b"[" and key == b'"results"':
+            if depth == 2 and first == b"[" and name == wanted:
                 in_results, records = True, []
             elif depth == 3 and in_results:
                 start = match.start()
@@ -356,7 +319,7 @@ def split_results(body: bytes, count: int) -> list[bytes]:
             elif depth == 1 and in_results:
                 in_results, found = False, records
         elif depth == 1 and first == b'"':
-            key = token  # a key, or a string value (then the next key replaces it)
+            name = token  # a key, or a string value (then the next key replaces it)
     if len(found) != count:
         raise BadAnswer(
             "the page's records could not be read exactly as sent",
@@ -436,13 +399,19 @@ def _contact_of(record: dict[str, Any]) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _stamps(report: Report, results: list[dict[str, Any]]) -> list[str | None]:
+def _reaches(api: Api, report: Report, results: list[dict[str, Any]], below: str) -> bool:
+    """Whether a page holds a record dated before ``below``: the walk has then reached what
+    an earlier run wrote (or ``--since``), and pages after it are older still."""
+    return any(s is not None and s < below for s in _stamps(api, report, results))
+
+
+def _stamps(api: Api, report: Report, results: list[dict[str, Any]]) -> list[str | None]:
     """Each record's activity time in canonical form (None where it has none).
 
     The fast path (a dict lookup per record; the checks run in C over the whole page) covers
     pages whose times are all in the API's own form, as in practice; anything else is parsed.
     """
-    field = report.date_field
+    field = api.date_field(report)
     if field is not None and results:
         try:
             raw: list[Any] = list(map(operator.itemgetter(field), results))
@@ -457,7 +426,7 @@ def _stamps(report: Report, results: list[dict[str, Any]]) -> list[str | None]:
             and all(joined[i::_STAMP_LENGTH] == c * n for i, c in _STAMP_PUNCTUATION)
         ):
             return raw
-    return [_canonical_or_none(report.record_time(r)) for r in results]
+    return [_canonical_or_none(api.record_time(report, r)) for r in results]
 
 
 def _written(work: Work, record: dict[str, Any], stamp: str | None) -> bool:
@@ -487,6 +456,7 @@ def _canonical_or_none(stamp: str | None) -> str | None:
 
 __all__ = [  # the work types are re-exported: they lived here before bulkopens._work
     "MAX_PAGES",
+    "MAX_PAGE_SIZE",
     "RESTART",
     "Fetcher",
     "PageBatch",

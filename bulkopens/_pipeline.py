@@ -26,6 +26,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Sequence,
 )
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from yarl import URL
 
-from bulkopens._config import Settings, parse_contact_id
+from bulkopens._api import Api, api_for
+from bulkopens._config import Settings
 from bulkopens._exceptions import (
     ConfigurationError,
     ContactError,
@@ -51,7 +53,7 @@ from bulkopens._ratelimit import Gate, Pacer
 from bulkopens._redact import Redactor
 from bulkopens._reports import Scope
 from bulkopens._retry import PageFetcher, RetryPolicy
-from bulkopens._state import AsyncStore, Claim
+from bulkopens._state import AsyncStore, Claim, Store
 from bulkopens._stats import Progress, RequestMetrics, Stats, last_status
 from bulkopens._summaries import walk_summary
 from bulkopens._writer import ContactFailed, InvalidInput, Result, Sink
@@ -182,12 +184,17 @@ def build_fetcher(
 ) -> PageFetcher:
     """The request path of one call: transport, the client's gate (slots and pacer), retries,
     counted in ``stats``; each request is reported to ``on_request``."""
+    tokens = settings.tokens
     transport = GatedTransport(
         session,
         base=settings.base,
         api_key=settings.api_key,
         token=settings.token,
-        redact=Redactor(settings.api_key, settings.token),
+        redact=Redactor(
+            settings.api_key, settings.token, *(tokens.secrets() if tokens is not None else ())
+        ),
+        api=api_for(settings.api),
+        tokens=tokens,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         request_timeout=settings.request_timeout,
@@ -274,7 +281,8 @@ async def run_pipeline(
                 ends.extend((id_tx, id_rx, work_tx, work_rx, result_tx, result_rx))
                 tg.start_soon(_read, ids, id_tx, stopper)
                 results = end(result_tx.clone())
-                tg.start_soon(_claim, id_rx, work_tx, results, store, stats, options)
+                api = api_for(settings.api)
+                tg.start_soon(_claim, id_rx, work_tx, results, store, stats, options, api)
                 pages_of = item_walker(settings, options, fetcher, lines=sink.wants_lines)
                 for _ in range(workers):
                     work, results = end(work_rx.clone()), end(result_tx.clone())
@@ -401,8 +409,10 @@ async def _claim(
     store: AsyncStore | None,
     stats: Stats,
     options: RunOptions,
+    api: Api,
 ) -> None:
     """Validate ids, ask the store what to do with each (dedupe, resume), and queue the work."""
+    scope = options.scope
     memory = MemoryClaims() if store is None else None
     async with ids, work_out, results:
         while True:
@@ -415,7 +425,7 @@ async def _claim(
                     batch += ids.receive_nowait()
             valid: list[str] = []
             for raw in batch:
-                cid = parse_contact_id(raw) if isinstance(raw, str) else None
+                cid = api.parse_id(raw, scope) if isinstance(raw, str) else None
                 if cid is None:
                     stats.contacts_invalid += 1
                     await _hand_on(results, InvalidInput(shorten_input(raw)))
@@ -429,9 +439,7 @@ async def _claim(
                 claims = memory.claim(valid, since=options.since)
             else:
                 claims = await store.call(
-                    lambda v=valid: store.sync.claim(
-                        v, since=options.since, retry_failed=options.retry_failed
-                    )
+                    _claim_in_store, store.sync, valid, options.since, options.retry_failed
                 )
             for claim in claims:
                 if claim.work is not None:
@@ -442,6 +450,12 @@ async def _claim(
                 else:
                     stats.contacts_seen += 1
                     stats.contacts_skipped += 1
+
+
+def _claim_in_store(
+    store: Store, ids: list[str], since: str | None, retry_failed: bool
+) -> list[Claim]:
+    return store.claim(ids, since=since, retry_failed=retry_failed)
 
 
 def shorten_input(raw: object) -> str:
@@ -566,14 +580,17 @@ def item_walker(
 def _walker(
     settings: Settings, options: RunOptions, fetcher: AnyFetcher, lines: bool
 ) -> Callable[[Work], AsyncGenerator[PageBatch, None]]:
-    base, report, page_size = settings.base, settings.report_spec, settings.page_size
-    scope, keep = options.scope, options.keep
+    base, report, scope, keep = settings.base, settings.report_spec, options.scope, options.keep
+    api = api_for(settings.api)
+    api.check_report(report, scope)
+    page_size = api.page_size(scope, settings.page_size)
     if not report.paged:
         return lambda work: walk_summary(
-            fetcher, base, report, work, page_size, scope=scope, keep=keep
+            fetcher, base, report, work, page_size, scope=scope, keep=keep, api=api
         )
-    pages = StringIdPages(fetcher) if scope == "campaign" else fetcher
-    max_pages, secrets = settings.max_pages, (settings.api_key, settings.token)
+    # v2's campaign reports write their ids as numbers: as strings, as the contact reports.
+    pages = StringIdPages(fetcher) if scope == "campaign" and api.name == "v2" else fetcher
+    max_pages, secrets = settings.max_pages, _Secrets(settings)
     return lambda work: walk(
         pages,
         base,
@@ -585,7 +602,30 @@ def _walker(
         lines=lines,
         max_pages=max_pages,
         secrets=secrets,
+        api=api,
     )
+
+
+class _Secrets(Sequence[str]):
+    """The run's secrets as they are now (a token provider renews its own): a next_link that
+    holds one is never followed, so it never reaches the state."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._fixed = (settings.api_key, settings.token)
+        self._tokens = settings.tokens
+
+    def _now(self) -> tuple[str, ...]:
+        tokens = self._tokens
+        return self._fixed if tokens is None else (*self._fixed, *tokens.secrets())
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._now()[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
 
 
 async def _sink(

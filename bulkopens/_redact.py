@@ -50,6 +50,12 @@ class Redactor:
             else None
         )
 
+    def add(self, *secrets: str | None) -> None:
+        """Mask these too from now on (a renewed access token, a rotated refresh token)."""
+        new = [s for s in secrets if s and len(s) >= 4 and s not in self._secrets]
+        if new:
+            self._secrets = sorted([*self._secrets, *new], key=len, reverse=True)
+
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, _MASK)

@@ -30,6 +30,7 @@ from yarl import URL
 
 from bulkopens._exceptions import (
     AnswerTooLarge,
+    AuthenticationError,
     ContactError,
     QuotaExhausted,
     RetriesExhausted,
@@ -37,7 +38,7 @@ from bulkopens._exceptions import (
     ThrottledError,
     TransientError,
 )
-from bulkopens._http import NotTheApi, Page, Transport, Unreachable
+from bulkopens._http import NotTheApi, Page, TokenRejected, Transport, Unreachable
 from bulkopens._ratelimit import Pacer
 from bulkopens._stats import Stats
 
@@ -315,6 +316,7 @@ class PageFetcher:
         """One attempt: as many throttled tries as it takes, each behind the breaker's gate and
         a pacer slot, each answer told to the breaker."""
         breaker = self._breaker
+        renewed = 0
         for _ in range(MAX_THROTTLES_PER_REQUEST):
             probe = breaker.gated and await breaker.admit()
             try:
@@ -327,6 +329,18 @@ class PageFetcher:
                     breaker.throttled(exc)
                     wait = exc.retry_after if exc.retry_after is not None else DEFAULT_THROTTLE_WAIT
                     self._pacer.throttled(wait)
+                    continue
+                except TokenRejected as exc:
+                    # v3: renew the refused token (single-flight in the provider) and ask
+                    # again through the pacer; a renewed token refused too stops the run.
+                    renewed += 1
+                    if renewed > 1:
+                        raise AuthenticationError(
+                            "the API refused a freshly renewed access token (401): check the "
+                            "app's scopes (contact_data, campaign_data), or run bulkopens auth "
+                            "login"
+                        ) from None
+                    await self._transport.renew(exc.token)
                     continue
                 except QuotaExhausted as exc:
                     # --wait-for-quota: the API's own "quota spent" waits for the reset too.

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from yarl import URL
 
-from bulkopens._config import api_url
+from bulkopens._api import Api
+from bulkopens._api._v2 import V2
 from bulkopens._ids import stringify_ids
 from bulkopens._reports import Report, Scope
 from bulkopens._work import PageBatch, Work
@@ -32,9 +33,9 @@ class Fetcher(Protocol):
     async def fetch_list(self, url: URL) -> list[dict[str, Any]]: ...
 
 
-def summary_url(base: URL, report: Report, scope: Scope, item_id: str) -> URL:
+def summary_url(base: URL, report: Report, scope: Scope, item_id: str, api: Api = V2) -> URL:
     """The summary's URL for a contact or campaign id: no query (credentials come later)."""
-    return api_url(base, report.path_for(scope, item_id))
+    return api.summary_url(base, report, scope, item_id)
 
 
 def owned(records: list[dict[str, Any]], scope: Scope, item_id: str) -> list[dict[str, Any]]:
@@ -56,6 +57,7 @@ async def walk_summary(
     *,
     scope: Scope = "contact",
     keep: Container[str] | None = None,
+    api: Api = V2,
 ) -> AsyncGenerator[PageBatch, None]:
     """Yield the one batch of ``work``'s summary (next_link None: the item is then complete).
 
@@ -64,7 +66,7 @@ async def walk_summary(
     lines whose ``contact_id`` is in it are kept. Raises whatever ``fetcher`` raises
     (ContactNotFound for a 404, RetriesExhausted, the run-stopping errors).
     """
-    url = summary_url(base, report, scope, work.contact_id)
+    url = summary_url(base, report, scope, work.contact_id, api)
     if report.shape == "object":
         records = [await fetcher.fetch_object(url)]
     else:

@@ -45,6 +45,8 @@ def layer(module: str) -> str:
         return "cli"
     if head == "simulator":
         return "simulator"
+    if head == "_api":
+        return "api"  # the API seam: one module per API version
     if module == "__main__":
         return "cli"  # ``python -m bulkopens``
     if module == "__init__":
