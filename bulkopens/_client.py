@@ -218,6 +218,11 @@ class Client:
             gate, self._gate = self._gate, None
             if gate is not None:
                 await self._budget.release()
+            # A token provider's own HTTP session (for renewals); a TokenFile opens a new one
+            # if it is used again.
+            closer = getattr(self._settings.tokens, "aclose", None)
+            if closer is not None:
+                await closer()
 
     def _start(self) -> tuple[aiohttp.ClientSession, Gate]:
         """The session and the gate, made at first use inside the running loop."""

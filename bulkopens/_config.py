@@ -126,7 +126,9 @@ class Settings:
         if self.api not in DEFAULT_BASE_URLS:
             raise ConfigurationError(f"--api must be v2 or v3; got {str(self.api)[:20]!r}")
         if self.api == "v2" and (not self.api_key or not self.api_key.strip()):
-            raise ConfigurationError("an API key is required (--api-key or CTCT_API_KEY)")
+            raise ConfigurationError(
+                "an API key is required (--api-key or CTCT_API_KEY); for the v3 API, --api v3"
+            )
         if self.tokens is None and (not self.token or not self.token.strip()):
             raise ConfigurationError(
                 "an access token is required (--token or CTCT_ACCESS_TOKEN)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -117,6 +118,15 @@ def _is_regular(path: str) -> bool:
         return False
 
 
+_UUID = re.compile(r"\s*[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\s*")
+
+
+def _is_id(raw: str) -> bool:
+    """Whether ``raw`` is an id of either API (v2: a number; v3: a UUID); the run checks it
+    against its own API."""
+    return parse_contact_id(raw) is not None or _UUID.fullmatch(raw) is not None
+
+
 def _no_ids(flag: str, label: str, noun: str, lines: list[str]) -> str:
     """Why an input holds no id, naming what its first line looked like."""
     if not lines:
@@ -169,9 +179,9 @@ class ContactSource:
         ahead: list[str] = []
         for raw in ids:
             ahead.append(raw)
-            if parse_contact_id(raw) is not None or len(ahead) >= _LOOK_AHEAD:
+            if _is_id(raw) or len(ahead) >= _LOOK_AHEAD:
                 break
-        found = bool(ahead) and parse_contact_id(ahead[-1]) is not None
+        found = bool(ahead) and _is_id(ahead[-1])
         if not found and len(ahead) < _LOOK_AHEAD:
             self.close()
             raise ConfigurationError(_no_ids(flag, label, noun, ahead))

@@ -283,7 +283,40 @@ def add_access_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument(
         "--base-url",
         metavar="URL",
-        help=f"API base URL (default: $CTCT_BASE_URL or {DEFAULT_BASE_URL})",
+        help=f"API base URL (default: $CTCT_BASE_URL, else {DEFAULT_BASE_URL} for v2 and "
+        "https://api.cc.email for v3)",
+    )
+    api.add_argument(
+        "--api",
+        choices=("v2", "v3"),
+        default=None,
+        help="which Constant Contact API (default: $CTCT_API, else v2 when an API key is "
+        "given and v3 when not). v3 sends only Authorization: Bearer: --token, or the token "
+        "file of 'bulkopens auth login', renewed by itself",
+    )
+    api.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="v3: the token file of 'bulkopens auth login' (default: $CTCT_TOKEN_FILE, else "
+        "token.json in the user's config directory)",
+    )
+    api.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="v3: the app's client id, to renew its tokens (default: $CTCT_CLIENT_ID, else "
+        "the token file's)",
+    )
+    api.add_argument(
+        "--client-secret",
+        metavar="SECRET",
+        help="v3: the app's client secret, for a confidential app's renewals (default: "
+        "$CTCT_CLIENT_SECRET; never saved)",
+    )
+    api.add_argument(
+        "--auth-url",
+        metavar="URL",
+        help="v3: the authorization server (default: $CTCT_AUTH_URL, else the one the token "
+        "file's tokens came from)",
     )
 
 

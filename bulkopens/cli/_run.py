@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -34,8 +35,10 @@ from bulkopens import (
     Summary,
 )
 from bulkopens._check import Check
-from bulkopens._config import DEFAULT_BASE_URL, normalise_base_url
+from bulkopens._config import DEFAULT_BASE_URLS, normalise_base_url
 from bulkopens._redact import Redactor, printable
+from bulkopens._tokens import TokenProvider, default_token_path
+from bulkopens.cli._auth import token_provider_from_args
 from bulkopens.cli._input import ContactSource
 from bulkopens.cli._output import Console, ProgressReporter, describe
 from bulkopens.cli._parser import (
@@ -72,14 +75,72 @@ def event_loop_options(choice: str) -> dict[str, bool]:
     return {"use_uvloop": True}
 
 
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """Which API, with which credentials, at which URL: from the options and the environment.
+
+    ``--api`` (or ``$CTCT_API``) decides; without it, v2 when an API key is given and v3 when
+    not. On v3 a token given (``--token``, ``$CTCT_ACCESS_TOKEN``) is used as it is; otherwise
+    the token file of ``auth login`` gives one and renews it (``tokens``).
+    """
+
+    api: Literal["v2", "v3"]
+    api_key: str = dataclasses.field(repr=False)
+    token: str = dataclasses.field(repr=False)
+    tokens: TokenProvider | None = dataclasses.field(repr=False)
+    base_url: str
+    redact: Redactor = dataclasses.field(repr=False)
+
+    def client_options(self) -> dict[str, Any]:
+        return {"api": self.api, "tokens": self.tokens, "base_url": self.base_url}
+
+    @property
+    def key(self) -> str:
+        """What the key's shared budget is kept under (the v3 app's client id, if known)."""
+        if self.api == "v2":
+            return self.api_key
+        client_id = getattr(self.tokens, "client_id", None)
+        return client_id if isinstance(client_id, str) and client_id else self.token
+
+
+def access_of(args: argparse.Namespace) -> Access:
+    """The :class:`Access` of a command's options; ConfigurationError for a bad ``--api``."""
+    api_key = _secret(args.api_key, "CTCT_API_KEY")
+    chosen = getattr(args, "api", None) or os.environ.get("CTCT_API", "").strip().lower()
+    if chosen not in ("", "v2", "v3"):
+        raise ConfigurationError(f"$CTCT_API must be v2 or v3; got {chosen[:20]!r}")
+    api: Literal["v2", "v3"] = (
+        "v3" if chosen == "v3" or (not chosen and not api_key and _has_oauth(args)) else "v2"
+    )
+    token = _secret(args.token, "CTCT_ACCESS_TOKEN")
+    tokens: TokenProvider | None = None
+    if api == "v3":
+        explicit = args.token is not None and args.token.strip()
+        from_file = getattr(args, "token_file", None) or os.environ.get("CTCT_TOKEN_FILE")
+        if not explicit and (from_file or not token):
+            tokens, token = token_provider_from_args(args), ""
+    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URLS[api]
+    secrets = tokens.secrets() if tokens is not None else ()
+    redact = _given_secrets(args)
+    redact.add(*secrets)
+    return Access(api, api_key, token, tokens, base_url, redact)
+
+
+def _has_oauth(args: argparse.Namespace) -> bool:
+    """Whether v3's OAuth2 credentials are configured: a client id, or a token file (named,
+    or at its default place). A bare access token alone says nothing of the API."""
+    named = getattr(args, "token_file", None) or os.environ.get("CTCT_TOKEN_FILE")
+    client_id = getattr(args, "client_id", None) or os.environ.get("CTCT_CLIENT_ID")
+    return bool(named or client_id) or default_token_path().is_file()
+
+
 def run_check(args: argparse.Namespace) -> int:
     """``bulkopens check``: one request that proves the credentials and the host."""
-    api_key = _secret(args.api_key, "CTCT_API_KEY")
-    token = _secret(args.token, "CTCT_ACCESS_TOKEN")
-    redact = Redactor(api_key, token)
-    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
+    redact = _given_secrets(args)
     try:
-        client = Client(api_key, token, base_url=base_url, max_retries=2)
+        access = access_of(args)
+        redact = access.redact
+        client = Client(access.api_key, access.token, max_retries=2, **access.client_options())
     except ConfigurationError as exc:
         return _fail(EXIT_USAGE, redact(str(exc)))
 
@@ -127,6 +188,19 @@ def run_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _given_secrets(args: argparse.Namespace) -> Redactor:
+    """A redactor of the secrets given by option or environment, before they are checked."""
+    return Redactor(*(_secret(getattr(args, name, None), env) for name, env in _SECRET_OPTIONS))
+
+
+_SECRET_OPTIONS = (
+    ("api_key", "CTCT_API_KEY"),
+    ("token", "CTCT_ACCESS_TOKEN"),
+    ("client_id", "CTCT_CLIENT_ID"),
+    ("client_secret", "CTCT_CLIENT_SECRET"),
+)
+
+
 def _secret(flag: str | None, env: str) -> str:
     value = flag if flag is not None else os.environ.get(env, "")
     return value.strip()
@@ -139,9 +213,12 @@ def run_fetch(
     around: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> int:
     """``bulkopens fetch``: the batch job. Returns the exit code."""
-    api_key = _secret(args.api_key, "CTCT_API_KEY")
-    token = _secret(args.token, "CTCT_ACCESS_TOKEN")
-    redact = Redactor(api_key, token)
+    redact = _given_secrets(args)
+    try:
+        access = access_of(args)
+    except ConfigurationError as exc:
+        return _fail(EXIT_USAGE, redact(str(exc)))
+    redact, api_key, token, base_url = access.redact, access.api_key, access.token, access.base_url
     global _console
     try:
         for name, choices in (("log_format", ("text", "json")), ("event_loop", EVENT_LOOPS)):
@@ -152,7 +229,6 @@ def run_fetch(
         console = _console = Console(fmt=args.log_format, path=args.log_file)
     except ConfigurationError as exc:
         return _fail(EXIT_USAGE, str(exc))
-    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
     usage = _mode_error(args) or _rate_error(args.rate, base_url)
     if usage is not None:
         return _fail(EXIT_USAGE, usage)
@@ -166,7 +242,7 @@ def run_fetch(
         client = Client(
             api_key,
             token,
-            base_url=base_url,
+            **access.client_options(),
             rate=args.rate,
             concurrency=args.concurrency,
             page_size=args.page_size,
@@ -190,7 +266,7 @@ def run_fetch(
         )
         _quota_today.status = None
         _quota_today.read = (
-            (lambda: budget.status(api_key, base_url))
+            (lambda: budget.status(access.key, base_url))
             if args.plan or args.strategy in ("auto", "campaign")
             else None
         )
