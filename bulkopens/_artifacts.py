@@ -32,6 +32,7 @@ from bulkopens._types import RunStatus
 SUMMARY = "summary.json"
 ERRORS = "errors.ndjson"
 MANIFEST = "manifest.json"
+ID_MAP = "id-map.ndjson"  # v3 runs given v2 ids: how each was mapped (xref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,7 @@ class Summary:
         return data
 
 
-ARTIFACTS = (ERRORS, MANIFEST, SUMMARY)
+ARTIFACTS = (ERRORS, MANIFEST, SUMMARY, ID_MAP)
 
 
 def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
@@ -106,21 +107,30 @@ def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
         raise
 
 
-def write_artifacts(out: Path, store: Store, summary: Summary) -> None:
-    """Rewrite errors.ndjson, manifest.json and summary.json from the committed state.
+def write_artifacts(
+    out: Path,
+    store: Store,
+    summary: Summary,
+    id_form: str = "a v2 {noun} id (a positive integer)",
+) -> None:
+    """Rewrite errors.ndjson, manifest.json and summary.json (and id-map.ndjson, when v2 ids
+    were mapped to v3 ones) from the committed state. ``id_form`` says what an id of the run's
+    API looks like, for the invalid input lines.
 
     Each is written even when another one fails (a full disk may have room for the small
     ones); the first failure is then raised, as OutputError for a full disk.
     """
     key_column = "campaign_id" if summary.unit == "campaigns" else "contact_id"
     invalid_noun = "campaign" if summary.mode == "campaign" else "contact"
-    rows = store.failures(key_column, invalid_noun)
+    rows = store.failures(key_column, invalid_noun, id_form)
     manifest = {"report": summary.report, "mode": summary.mode, "runs": store.runs()}
     writes: list[tuple[str, Iterable[bytes]]] = [
         (ERRORS, (orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows)),
         (MANIFEST, [orjson.dumps(manifest, option=orjson.OPT_INDENT_2)]),
         (SUMMARY, [orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)]),
     ]
+    if next(store.id_map(), None) is not None:  # v3 run that mapped v2 ids (xref)
+        writes.append((ID_MAP, (_id_map_line(*row) for row in store.id_map())))
     failed: RunStopped | None = None
     for name, chunks in writes:
         try:
@@ -131,6 +141,13 @@ def write_artifacts(out: Path, store: Store, summary: Summary) -> None:
             failed = failed or exc
     if failed is not None:
         raise failed
+
+
+def _id_map_line(scope: str, v2: str, v3: str | None) -> bytes:
+    """One mapping as a line: ``{"scope": "contact", "v2_id": "42", "v3_id": "..."}``."""
+    return orjson.dumps(
+        {"scope": scope, "v2_id": v2, "v3_id": v3}, option=orjson.OPT_APPEND_NEWLINE
+    )
 
 
 def prepare_outputs(out: Path, store: Store, files: RecordFiles, fresh: bool) -> None:

@@ -695,6 +695,7 @@ class Client:
                     out,
                     store.sync,
                     _summary(settings, stats, status, error, job, plan),
+                    api_for(settings.api).id_form,
                 )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
@@ -703,6 +704,7 @@ class Client:
                     out,
                     store.sync,
                     _summary(settings, stats, "interrupted", None, job, plan),
+                    api_for(settings.api).id_form,
                 )
             raise
         finally:
@@ -737,7 +739,7 @@ def _prepare_out(out: Path) -> None:
         raise error from None
 
 
-def _finish(out: Path, store: Store, summary: Summary) -> Summary:
+def _finish(out: Path, store: Store, summary: Summary, id_form: str) -> Summary:
     """Close the attempt in the store and write the artifacts; returns the full summary."""
     totals = store.counts()
     status = summary.status
@@ -756,7 +758,7 @@ def _finish(out: Path, store: Store, summary: Summary) -> Summary:
         files=files,
         totals=totals,
     )
-    write_artifacts(out, store, summary)
+    write_artifacts(out, store, summary, id_form)
     return summary
 
 

@@ -30,6 +30,7 @@ from bulkopens._retry import PageFetcher
 from bulkopens._state import AsyncStore
 from bulkopens._stats import Stats
 from bulkopens._types import SENT, STRATEGIES, Strategy
+from bulkopens._xref import IdMapper
 
 PlanHook = Callable[[Plan], None]
 
@@ -116,19 +117,13 @@ async def feed(
             return Feed(listed.items, "campaign")
         if api.items_are_campaigns:
             return Feed(job.ids, "campaign")
-        # v3: a campaign's reports are its activities' (the primary send, the resends).
-        asked = await read_contacts(job.ids, api)
-        if asked.invalid:
-            raise ConfigurationError(
-                f"{len(asked.invalid):,} campaign id(s) are not {api.name} campaign ids "
-                f"({api.id_example('campaign')}), e.g. {asked.invalid[0]!r}"
-            )
-        ids = [i for i in dict.fromkeys(api.parse_id(r, "campaign") for r in asked.raw) if i]
-        listed = await campaign_items(fetcher, settings.base, ids, api, settings.workers)
-        stats.contacts_total = len(listed.items)
-        return Feed(listed.items, "campaign")
+        return await _campaign_activities(job, settings, fetcher, stats, store)
+    if api.name != "v2":  # v2 ids on v3: mapped (xref), kept in the store
+        mapper = IdMapper(api, fetcher, settings.base, store, "contact")
+        if contacts is not None:
+            contacts = await read_contacts(await mapper.map_list(contacts.raw), api)
     if contacts is None:
-        return Feed(job.ids)
+        return Feed(job.ids if api.name == "v2" else mapper.ids(job.ids))
     kept: str | None = None
     if store is not None:
         kept = await store.call(store.sync.plan)
@@ -148,6 +143,37 @@ async def feed(
     if store is not None and contacts.invalid:
         await store.call(store.sync.add_invalid, contacts.invalid)
     return Feed(list(plan.campaign_ids), "campaign", contacts.ids, plan)
+
+
+async def _campaign_activities(
+    job: Job, settings: Settings, fetcher: PageFetcher, stats: Stats, store: AsyncStore | None
+) -> Feed:
+    """v3 ``--campaigns FILE``: a campaign's reports are its activities' (the primary send and
+    the resends); a v2 campaign id maps (xref) to the one activity that was that campaign."""
+    api = api_for(settings.api)
+    asked = await read_contacts(job.ids, api)  # a campaign list: small, read whole
+    raw = [r for r in asked.raw if isinstance(r, str)]
+    old = {r: v2 for r in raw if api.parse_id(r) is None and (v2 := api.foreign_id(r))}
+    bad = [r for r in raw if api.parse_id(r) is None and r not in old]
+    if bad:
+        raise ConfigurationError(
+            f"{len(bad):,} line(s) are not campaign ids ({api.id_example('campaign')}, or a v2 "
+            f"campaign id), e.g. {bad[0][:40]!r}"
+        )
+    mapped: dict[str, str | None] = {}
+    if old:
+        mapper = IdMapper(api, fetcher, settings.base, store, "campaign")
+        mapped = await mapper.resolve(list(old.values()))
+        missing = [v2 for v2, v3 in mapped.items() if v3 is None]
+        if missing:
+            raise ConfigurationError(
+                f"{len(missing):,} v2 campaign id(s) have no v3 counterpart, e.g. {missing[0]}"
+            )
+    campaigns = [i for i in dict.fromkeys(api.parse_id(r, "campaign") for r in raw) if i]
+    listed = await campaign_items(fetcher, settings.base, campaigns, api, settings.workers)
+    items = list(dict.fromkeys([*(v for v in mapped.values() if v), *listed.items]))
+    stats.contacts_total = len(items)
+    return Feed(items, "campaign")
 
 
 async def _check_added(store: AsyncStore, contacts: ContactSet) -> None:

@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS contacts (
 CREATE TABLE IF NOT EXISTS invalid (
     raw TEXT NOT NULL, run INTEGER NOT NULL, PRIMARY KEY (raw, run));
 CREATE TABLE IF NOT EXISTS planned_contacts (id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS id_map (
+    scope TEXT NOT NULL, v2 TEXT NOT NULL, v3 TEXT, PRIMARY KEY (scope, v2));
 """
 
 
@@ -547,6 +549,36 @@ class Store:
         digest = json.loads(stored).get("contacts") if stored else None
         return str(digest) if digest else None
 
+    # -- v2 ids mapped to v3 (the xref endpoints), kept so a rerun asks nothing again -----------
+
+    def mapped(self, scope: str, v2_ids: Sequence[str]) -> dict[str, str | None]:
+        """The stored v3 id of each of ``v2_ids`` that was mapped before (None: it has none)."""
+        out: dict[str, str | None] = {}
+        for start in range(0, len(v2_ids), _CLAIM_CHUNK):
+            chunk = list(v2_ids[start : start + _CLAIM_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for v2, v3 in self._db.execute(
+                f"SELECT v2, v3 FROM id_map WHERE scope = ? AND v2 IN ({marks})", (scope, *chunk)
+            ):
+                out[str(v2)] = None if v3 is None else str(v3)
+        return out
+
+    @_writes
+    def save_mapped(self, scope: str, pairs: dict[str, str | None]) -> None:
+        """Keep a mapping the API gave (committed at once: it cost requests)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO id_map (scope, v2, v3) VALUES (?, ?, ?)",
+            [(scope, v2, v3) for v2, v3 in pairs.items()],
+        )
+        self._db.commit()
+
+    def id_map(self) -> Iterator[tuple[str, str, str | None]]:
+        """Every mapping kept: (scope, v2 id, v3 id or None), by scope and v2 id as a number."""
+        for scope, v2, v3 in self._db.execute(
+            "SELECT scope, v2, v3 FROM id_map ORDER BY scope, LENGTH(v2), v2"
+        ):
+            yield str(scope), str(v2), None if v3 is None else str(v3)
+
     def planned_contacts(self) -> frozenset[str] | None:
         """The contacts of the last planned attempt (``--strategy auto`` or ``campaign``), or
         None if no attempt stored them."""
@@ -576,7 +608,10 @@ class Store:
     # -- views for the output files --------------------------------------------------------
 
     def failures(
-        self, key_column: str = "contact_id", invalid_noun: str = "contact"
+        self,
+        key_column: str = "contact_id",
+        invalid_noun: str = "contact",
+        id_form: str = "a v2 {noun} id (a positive integer)",
     ) -> Iterator[dict[str, Any]]:
         """Every contact (or campaign: ``key_column``) of this run that is failed, then every
         invalid input line (which was meant to be an ``invalid_noun`` id)."""
@@ -592,14 +627,26 @@ class Store:
                 "error": error,
                 "retryable": status == FAILED,
             }
-        for (raw,) in self._db.execute(
-            "SELECT raw FROM invalid WHERE run = ? ORDER BY raw", (self.run,)
+        for raw, unmapped in self._db.execute(
+            "SELECT raw, EXISTS (SELECT 1 FROM id_map WHERE v2 = TRIM(raw) AND v3 IS NULL) "
+            "FROM invalid WHERE run = ? ORDER BY raw",
+            (self.run,),
         ):
+            if unmapped:
+                yield {
+                    f"{invalid_noun}_id": raw,
+                    "status": None,
+                    "error_key": "bulkopens.no_v3_id",
+                    "error": f"this v2 {invalid_noun} id has no v3 counterpart (the API's id "
+                    "mapping knows none); no request was made for it",
+                    "retryable": False,
+                }
+                continue
             yield {
                 f"{invalid_noun}_id": raw,
                 "status": None,
                 "error_key": f"bulkopens.invalid_{invalid_noun}_id",
-                "error": f"not a v2 {invalid_noun} id (a positive integer); no request was made",
+                "error": f"not {id_form.format(noun=invalid_noun)}; no request was made",
                 "retryable": False,
             }
 

@@ -34,7 +34,7 @@ BOTTOM = {
 }  # fmt: skip
 API = {"_http", "_retry", "_pagination", "_summaries", "_ids", "_check", "_oauth", "_tokens"}
 STORAGE = {"_state", "_files", "_writer", "_artifacts", "_status"}
-ENGINE = {"_pipeline", "_jobs", "_campaigns"}
+ENGINE = {"_pipeline", "_jobs", "_campaigns", "_xref"}
 CLIENT = {"_client"}
 
 

@@ -69,6 +69,8 @@ class Api:
     sends_api_key: bool
     #: The campaign list's largest page.
     list_page_size: int
+    #: What an id looks like, for errors.ndjson (``{noun}``: contact or campaign).
+    id_form: str
 
     def max_page_size(self, scope: Scope) -> int:
         raise NotImplementedError
@@ -159,6 +161,24 @@ class Api:
         """Each item's record count for ``report`` from the summaries (0 where unknown), and
         the requests that took. ``each(fn, xs)`` runs ``fn`` over ``xs`` concurrently (the
         engine's bounded map: this layer starts no task)."""
+        raise NotImplementedError
+
+    # -- ids of the other API (v2 ids on v3: the xref endpoints) ----------------------------
+
+    def foreign_id(self, raw: str) -> str | None:
+        """The canonical form of ``raw`` as an id of the API before this one (that this API
+        can map, see :meth:`xref_url`), or None."""
+        return None
+
+    def xref_batch(self, scope: Scope) -> int:
+        """How many ids one mapping request takes."""
+        return 1
+
+    def xref_url(self, base: URL, scope: Scope, ids: Sequence[str]) -> URL:
+        raise NotImplementedError
+
+    def xref_pairs(self, data: dict[str, Any], scope: Scope) -> dict[str, str]:
+        """What a mapping answer maps: the old id to the work item's id."""
         raise NotImplementedError
 
 

@@ -47,6 +47,7 @@ class _V2(Api):
     date_filter = True
     sends_api_key = True
     list_page_size = 50  # the campaign list's largest (and default) page (§4.2)
+    id_form = "a v2 {noun} id (a positive integer)"
 
     def max_page_size(self, scope: Scope) -> int:
         return MAX_PAGE_SIZE

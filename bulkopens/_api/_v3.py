@@ -22,7 +22,7 @@ from yarl import URL
 
 from bulkopens._api import Api, CampaignList, Mapper, PageFetcher
 from bulkopens._api._lists import list_rows
-from bulkopens._config import api_url
+from bulkopens._config import api_url, parse_contact_id
 from bulkopens._exceptions import ConfigurationError, ContactError
 from bulkopens._reports import Report, Scope
 
@@ -43,6 +43,8 @@ _SENT_STATUSES = {"done", "sent"}  # current_status of a campaign that has gone 
 CONTACT_PAGE = 100  # activity_details: limit 1-100
 CAMPAIGN_PAGE = 500  # email reports: limit 1-500
 LIST_PAGE = 500  # /v3/emails and the campaign summaries: limit 1-500
+CONTACT_XREF_BATCH = 500  # sequence_ids per contact_id_xrefs request
+CAMPAIGN_XREF_BATCH = 50  # v2_email_campaign_ids per campaign_id_xrefs request
 
 
 class _V3(Api):
@@ -54,6 +56,7 @@ class _V3(Api):
     date_filter = False
     sends_api_key = False
     list_page_size = LIST_PAGE
+    id_form = "a v3 {noun} id (a UUID) or a v2 one that maps to one"
 
     def max_page_size(self, scope: Scope) -> int:
         return CAMPAIGN_PAGE if scope == "campaign" else CONTACT_PAGE
@@ -203,6 +206,39 @@ class _V3(Api):
             out.append(0 if campaign in given else by_campaign.get(campaign, 0))
             given.add(campaign)
         return out, pages
+
+    # -- v2 ids (docs/ctct-api.md §5: the xref endpoints, for migration) -------------------
+
+    def foreign_id(self, raw: str) -> str | None:
+        return parse_contact_id(raw)
+
+    def xref_batch(self, scope: Scope) -> int:
+        return CAMPAIGN_XREF_BATCH if scope == "campaign" else CONTACT_XREF_BATCH
+
+    def xref_url(self, base: URL, scope: Scope, ids: Sequence[str]) -> URL:
+        if scope == "campaign":
+            url = api_url(base, "/v3/emails/campaign_id_xrefs")
+            return url.with_query(v2_email_campaign_ids=",".join(ids))
+        return api_url(base, "/v3/contacts/contact_id_xrefs").with_query(sequence_ids=",".join(ids))
+
+    def xref_pairs(self, data: dict[str, Any], scope: Scope) -> dict[str, str]:
+        """Contacts: ``sequence_id`` -> ``contact_id``. Campaigns: ``v2_email_campaign_id`` ->
+        ``campaign_activity_id`` (a v2 campaign is one activity of a v3 campaign: its report)."""
+        old, new = (
+            ("v2_email_campaign_id", "campaign_activity_id")
+            if scope == "campaign"
+            else ("sequence_id", "contact_id")
+        )
+        rows = data.get("xrefs")
+        out: dict[str, str] = {}
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict):
+                continue
+            v2 = parse_contact_id(str(row.get(old, "")))
+            v3 = self.parse_id(str(row.get(new, "")))
+            if v2 is not None and v3 is not None:
+                out[v2] = v3
+        return out
 
 
 V3 = _V3()
