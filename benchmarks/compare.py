@@ -6,7 +6,9 @@
 
 The scenario is the suite's *whole process, many small contacts* (``_scenarios.whole``): a
 simulator without limits, 3,000 contacts of 0-20 opens each (one page each), the command at
-``--rate 0 --concurrency 32 --event-loop asyncio --quiet``, from process start to exit. Each
+``--rate 0 --concurrency 32 --event-loop asyncio --quiet`` (``--rate R`` paces every request:
+``--rate 100000`` measures the pacer's own cost; ``--budget process`` leaves the key's shared
+ledger out), from process start to exit. Each
 version is a ``git archive`` snapshot (the working tree: a copy made at the start) put first on
 ``PYTHONPATH``, started as the console script starts it. Rounds alternate the order; the table
 shows wall, CPU and voluntary context switches (``median (min-max)``) and the median of the
@@ -126,6 +128,20 @@ def main() -> int:
     parser.add_argument("--contacts", type=int, default=3000)
     parser.add_argument("--with", dest="others", nargs="*", default=[], choices=("c", "d"))
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="every contender's --rate (default 0: no pacing; e.g. 100000 paces every request "
+        "without the rate being the limit); bulkopens then runs with --daily-quota 0, so "
+        "the rounds are not stopped by the ledger",
+    )
+    parser.add_argument(
+        "--budget",
+        default=None,
+        help="bulkopens' --budget (default: local, the key's SQLite ledger, in a scratch "
+        "state directory; process: the in-process pacer alone)",
+    )
+    parser.add_argument(
         "--in-flight", action="store_true", help="the probe, of AFTER (or --overlay) if given"
     )
     args = parser.parse_args()
@@ -144,7 +160,10 @@ def main() -> int:
         names = [*versions, *args.others]
         results: dict[str, list[ProcessResult]] = {name: [] for name in names}
         with Simulator(WHOLE_SIM_ARGS, work / "logs") as sim:
-            opts = RunOptions(rate=0, concurrency=WHOLE_CONCURRENCY)
+            opts = RunOptions(rate=args.rate, concurrency=WHOLE_CONCURRENCY)
+            extra = ("--daily-quota", "0") if args.rate else ()
+            if args.budget:
+                extra += ("--budget", args.budget)
             n = 0
             for r in range(1 if args.in_flight else args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -155,8 +174,12 @@ def main() -> int:
                         cli = dataclasses.replace(
                             CONTENDERS["a-cmd"], launcher=(sys.executable, "-P", "-c", code)
                         )
+                        cli = dataclasses.replace(cli, extra=(*cli.extra, *extra))
                         cmd = cli.command(sim.url, contacts, out, opts)
-                        env = child_env(sim.env()) | {"PYTHONPATH": str(versions[name])}
+                        env = child_env(sim.env()) | {
+                            "PYTHONPATH": str(versions[name]),
+                            "BULKOPENS_STATE_DIR": str(work / "state"),
+                        }
                     else:
                         cmd = CONTENDERS[name].command(sim.url, contacts, out, opts)
                         env = sim.env()
@@ -174,7 +197,9 @@ def main() -> int:
         labels = {"before": args.before, "after": args.after or "working tree"}
         if args.overlay:
             labels["after"] = f"{args.after or 'HEAD'} + {len(args.overlay)} files"
-        print(f"\n{args.contacts} contacts, {args.rounds} alternating rounds")
+        paced = f", --rate {args.rate:g}" if args.rate else ""
+        paced += f", --budget {args.budget}" if args.budget else ""
+        print(f"\n{args.contacts} contacts, {args.rounds} alternating rounds{paced}")
         print(f"{'':24} {'wall s':>20} {'CPU s':>20} {'vol. switches':>22}")
         for name, procs in results.items():
             print(

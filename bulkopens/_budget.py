@@ -13,12 +13,26 @@ day:
   reservation is an atomic server-side script, timed by the Redis server's own clock.
 * ``process``: the in-process :class:`~bulkopens._ratelimit.Pacer` alone, no ledger (tests).
 
-The schedule is GCRA's virtual scheduling without burst, as the in-process pacer does: a grant
-takes the slot ``max(now, tat, paused)`` and moves ``tat`` one interval past it, in one
-transaction; the process then sleeps until its slot. Each process holds at most one reservation
-at a time (its pacer's lock is held while it waits), so a process that dies wastes one slot,
-and processes that start together interleave. A throttle seen by any process pauses them all
-and stretches the shared interval by a quarter; clean grants earn it back, as in the pacer.
+The schedule is GCRA (generic cell rate algorithm) virtual scheduling, with no burst, as the
+in-process pacer does: a reservation takes the slot ``max(now, tat, paused)`` and moves ``tat``
+one interval past it, in one transaction; the process then sleeps until its slot. Each process
+holds at most one reservation at a time (its pacer's lock is held while it waits), so a process
+that dies wastes one slot, and processes that start together interleave. A throttle seen by any
+process pauses them all and stretches the shared interval by a quarter; clean grants earn it
+back, as in the pacer.
+
+At a rate so high that ``LATE_TOLERANCE`` spans several slots (above about 500/s: simulators
+only, a real key allows 4 or 10), one reservation takes up to that many consecutive slots (the
+fewer the process used of its last one, the fewer), and the process grants them locally: each
+at or after its own slot and never more than ``LATE_TOLERANCE`` after it (a slot gone by further
+is dropped, and its count given back to the ledger with the next reservation). Every grant is
+thus still within ``[slot, slot + LATE_TOLERANCE]`` of a slot of its own in the shared schedule,
+the same bound as a single reservation's, while most grants need no transaction. At 4/s or
+10/s a reservation is one slot, as it always was.
+
+Fast path: a grant whose reserved slot has come, or (local store) whose reservation finds its
+slot has come, while no other caller holds or waits for the lock, completes without yielding
+to the event loop.
 
 Rows are found by a hash of the API key and the API host (sha256; never the key): a simulator
 on another port keeps its own budget, and the key is written nowhere.
@@ -61,7 +75,7 @@ from bulkopens._exceptions import (
     ServiceUnavailable,
 )
 from bulkopens._log import ratelimit_log
-from bulkopens._ratelimit import MAX_SLOWDOWN, Pacer
+from bulkopens._ratelimit import LATE_TOLERANCE, MAX_SLOWDOWN, Clock, Pacer, Sleep
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -112,7 +126,8 @@ def _for_humans(seconds: float) -> str:
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What the store granted: ``taken`` requests (0: over the ledger's limit), the first one's
-    start ``delay`` seconds from now, the shared slow-down factor and today's spend after it."""
+    start ``delay`` seconds from now (with an interval, the others follow one interval times
+    ``slow`` apart), the shared slow-down factor and today's spend after it."""
 
     taken: int
     delay: float
@@ -129,7 +144,9 @@ class Store(Protocol):
 
     def describe(self) -> str: ...
 
-    async def reserve(self, key: str, want: int, interval: float, limit: int) -> Reservation: ...
+    async def reserve(
+        self, key: str, want: int, interval: float, limit: int, unused: int = 0
+    ) -> Reservation: ...
 
     async def throttled(self, key: str, wait: float) -> None: ...
 
@@ -156,12 +173,16 @@ class LocalStore:
     mid-transaction for longer than 0.5 s) is an outage: the request waits and tries again.
     """
 
-    __slots__ = ("_db", "directory", "path")
+    __slots__ = ("_clock", "_db", "directory", "path")
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, clock: Clock | None = None) -> None:
         self.directory = directory or state_dir()
         self.path = self.directory / FILE_NAME
         self._db: sqlite3.Connection | None = None
+        self._clock = clock  # the schedule's clock; None: time.time (tests: a virtual one)
+
+    def _now(self) -> float:
+        return time.time() if self._clock is None else self._clock()
 
     def describe(self) -> str:
         return f"local ({self.path})"
@@ -194,7 +215,7 @@ class LocalStore:
                     PRIMARY KEY (key, day));
                 """
             )
-            now = time.time()
+            now = self._now()
             db.execute("DELETE FROM schedule WHERE used < ?", (now - _ROW_TTL,))
             db.execute("DELETE FROM ledger WHERE day < ?", (utc_day(now - _LEDGER_DAYS * 86400),))
         except sqlite3.Error as exc:
@@ -217,7 +238,7 @@ class LocalStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                result = work(db, time.time(), *args)
+                result = work(db, self._now(), *args)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -228,8 +249,10 @@ class LocalStore:
             raise StoreUnavailable(f"{self.path}: {exc}") from None
         return result
 
-    async def reserve(self, key: str, want: int, interval: float, limit: int) -> Reservation:
-        result: Reservation = self._transaction(_local_reserve, key, want, interval, limit)
+    async def reserve(
+        self, key: str, want: int, interval: float, limit: int, unused: int = 0
+    ) -> Reservation:
+        result: Reservation = self._transaction(_local_reserve, key, want, interval, limit, unused)
         return result
 
     async def throttled(self, key: str, wait: float) -> None:
@@ -281,9 +304,20 @@ def _local_row(db: sqlite3.Connection, now: float, key: str) -> tuple[float, flo
 
 
 def _local_reserve(
-    db: sqlite3.Connection, now: float, key: str, want: int, interval: float, limit: int
+    db: sqlite3.Connection,
+    now: float,
+    key: str,
+    want: int,
+    interval: float,
+    limit: int,
+    unused: int = 0,
 ) -> Reservation:
+    """``want`` consecutive slots (and requests of the ledger); ``unused`` slots of an earlier
+    reservation went by unused: their count goes back first, unless the day is marked spent."""
     spent = _local_spent(db, now, key)
+    if unused > 0 and (not limit or spent < limit):
+        _local_add(db, now, key, -unused, False)
+        spent = max(0, spent - unused)
     taken = max(0, min(want, limit - spent)) if limit else want
     tat, paused, slow, clean = _local_row(db, now, key)
     if not taken:
@@ -293,8 +327,8 @@ def _local_reserve(
     if interval:
         slot = max(now, tat, paused)
         delay = slot - now
-        tat = slot + interval * slow
-        clean += 1
+        tat = slot + interval * slow * taken
+        clean += taken
         if slow > 1.0 and clean >= 10.0 / (interval * slow):
             slow, clean = max(1.0, slow / _RECOVER), 0
     db.execute(
@@ -321,7 +355,12 @@ _RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local want, interval, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local unused = tonumber(ARGV[7] or '0')
 local spent = tonumber(redis.call('GET', KEYS[2]) or '0')
+if unused > 0 and (limit <= 0 or spent < limit) then
+  spent = math.max(0, spent - unused)
+  redis.call('SET', KEYS[2], spent, 'EX', tonumber(ARGV[4]))
+end
 local taken = want
 if limit > 0 then taken = math.max(0, math.min(want, limit - spent)) end
 local row = redis.call('HMGET', KEYS[1], 'tat', 'paused', 'slow', 'clean')
@@ -331,8 +370,8 @@ spent = redis.call('INCRBY', KEYS[2], taken)
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 if interval <= 0 then return {taken, '0', tostring(slow), spent} end
 local slot = math.max(now, tonumber(row[1]) or 0, tonumber(row[2]) or 0)
-local clean = (tonumber(row[4]) or 0) + 1
-local tat = slot + interval * slow
+local clean = (tonumber(row[4]) or 0) + taken
+local tat = slot + interval * slow * taken
 if slow > 1 and clean >= 10 / (interval * slow) then
   slow = math.max(1, slow / tonumber(ARGV[5]))
   clean = 0
@@ -455,12 +494,14 @@ class RedisStore:
         # One hash tag per key, so that a Redis Cluster keeps both keys on one node.
         return f"bulkopens:{{{key}}}:schedule", f"bulkopens:{{{key}}}:day:{utc_day(time.time())}"
 
-    async def reserve(self, key: str, want: int, interval: float, limit: int) -> Reservation:
+    async def reserve(
+        self, key: str, want: int, interval: float, limit: int, unused: int = 0
+    ) -> Reservation:
         schedule, day = self._keys(key)
         taken, delay, slow, spent = await self._run(
             "reserve",
             [schedule, day],
-            [want, repr(interval), limit, _LEDGER_DAYS * 86400, _RECOVER, _ROW_TTL],
+            [want, repr(interval), limit, _LEDGER_DAYS * 86400, _RECOVER, _ROW_TTL, unused],
         )
         return Reservation(int(taken), float(delay), float(slow), int(spent))
 
@@ -621,25 +662,52 @@ class SharedPacer(Pacer):
     """A pacer whose grants are reserved in the budget's shared schedule and counted in its
     ledger. In this process it behaves as :class:`Pacer`: one waiter at a time holds the lock
     (so the process holds at most one reservation), a throttle pauses every caller and slows
-    the pace down, now for every process on the key."""
+    the pace down, now for every process on the key.
+
+    The slots of the current reservation: ``_slots`` of them, the next at ``_slot`` (this
+    process's clock), ``_step`` apart. Granted each in ``[slot, slot + LATE_TOLERANCE]`` (or
+    after a sleep until it, at the wake-up), never earlier; one gone by further is dropped and
+    counted in ``_unused``, which the next reservation gives back to the ledger."""
 
     __slots__ = (
         "_budget",
+        "_cap",
         "_key",
         "_lease",
         "_refused",
         "_run_requests",
+        "_slot",
+        "_slots",
+        "_step",
         "_tasks",
+        "_unused",
+        "_used",
     )
 
-    def __init__(self, budget: Budget, key: str, rate: float) -> None:
-        super().__init__(rate, deferred=True)
+    def __init__(
+        self,
+        budget: Budget,
+        key: str,
+        rate: float,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        super().__init__(rate, deferred=True, clock=clock, sleep=sleep)
         self._budget = budget
         self._key = key
         self._lease = 0  # requests taken from the ledger and not used yet (rate 0)
-        self._refused = False  # the API said the quota is spent; the ledger is told at flush
+        self._refused = False  # the API said the quota is spent: nothing is given back
         self._run_requests = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Slots one reservation may take: as many as LATE_TOLERANCE spans (1 below ~500/s).
+        base = self._base_interval
+        self._cap = max(1, min(LEASE, int(LATE_TOLERANCE / base))) if base else 1
+        self._slot = 0.0
+        self._slots = 0
+        self._step = base
+        self._unused = 0  # reserved slots that went by unused: given back with the next one
+        self._used = 0  # slots of the current reservation granted so far
 
     @property
     def _store(self) -> Store:
@@ -647,12 +715,30 @@ class SharedPacer(Pacer):
         return self._budget.store
 
     async def grant(self) -> None:
-        if self._lease > 0 and self._paused_until <= self._clock():
-            self._check_run_budget()
-            self._lease -= 1  # rate 0: a request of the lease, no lock, no wait
-            self._count()
-            return
-        async with self._lock:
+        now = self._clock()
+        if self._paused_until <= now and not self._lock.locked():
+            # The fast path: no one ahead, no pause: a request of the lease (rate 0), or a
+            # reserved slot that has come, is granted without the lock and without a yield.
+            if self._lease > 0:
+                self._check_run_budget()
+                self._lease -= 1
+                self._count()
+                return
+            if self._slots:
+                self._drop_gone(now)
+                if self._slots and self._slot <= now:
+                    self._check_run_budget()
+                    self._take_slot()
+                    return
+        lock = self._lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            # No one holds or waits for the lock: take it without a yield. With the local
+            # store, whose reservation is one synchronous transaction, a grant whose slot has
+            # come then completes without yielding to the event loop at all.
+            lock.acquire_nowait()
+        try:
             self._check_run_budget()  # the callers queued on the lock are refused one by one
             while True:
                 now = self._clock()
@@ -661,14 +747,36 @@ class SharedPacer(Pacer):
                     continue
                 if self._lease > 0:
                     self._lease -= 1
-                    break
-                delay = await self._reserve()
-                if delay is None:
-                    continue
-                if delay > 0:
-                    await self._sleep(delay)
-                break
-            self._count()
+                    self._count()
+                    return
+                self._drop_gone(now)
+                if self._slots:
+                    if self._slot > now:
+                        await self._sleep(self._slot - now)
+                        if self._paused_until > self._clock():
+                            continue  # a throttle came meanwhile: wait it out first
+                    # This slot is ours, the lock held while sleeping: taken even if the
+                    # wake-up was late, as a single reservation always was.
+                    self._take_slot()
+                    return
+                await self._reserve()
+        finally:
+            lock.release()
+
+    def _drop_gone(self, now: float) -> None:
+        """Drop the reserved slots more than LATE_TOLERANCE in the past (counted as unused)."""
+        late = now - LATE_TOLERANCE - self._slot
+        if self._slots and late > 0:
+            gone = min(self._slots, int(late / self._step) + 1)
+            self._slot += gone * self._step
+            self._slots -= gone
+            self._unused += gone
+
+    def _take_slot(self) -> None:
+        self._slot += self._step
+        self._slots -= 1
+        self._used += 1
+        self._count()
 
     def _check_run_budget(self) -> None:
         cap = self._budget.max_requests
@@ -679,11 +787,13 @@ class SharedPacer(Pacer):
         self.grants += 1
         self._run_requests += 1
 
-    async def _reserve(self) -> float | None:
-        """One reservation; the start's delay, or None when a lease was taken instead (rate 0).
+    async def _reserve(self) -> None:
+        """One reservation: slots (``_slot``, ``_slots``), or at rate 0 a lease (``_lease``).
         Waits out an outage of the store, and the quota with ``wait_for_quota``."""
         budget = self._budget
-        want = LEASE if not self._base_interval else 1
+        # With an interval: twice the slots the last reservation had granted, up to the cap (a
+        # process that keeps up with its slots takes more at once, a slower one wastes few).
+        want = min(self._cap, max(1, 2 * self._used)) if self._base_interval else LEASE
         if budget.max_requests is not None:
             want = max(1, min(want, budget.max_requests - self._run_requests))
         limit = budget.limit if self._base_interval else 0  # rate 0 counts, never stops
@@ -691,7 +801,9 @@ class SharedPacer(Pacer):
         tries = 0
         while True:
             try:
-                got = await self._store.reserve(self._key, want, self._base_interval, limit)
+                got = await self._store.reserve(
+                    self._key, want, self._base_interval, limit, self._unused
+                )
             except StoreUnavailable as exc:
                 if down_since is None:
                     down_since = self._clock()
@@ -703,6 +815,7 @@ class SharedPacer(Pacer):
                 await self._sleep(min(high, low * 2**tries))
                 tries += 1
                 continue
+            self._unused = 0  # given back (or kept counted, if the day is marked spent)
             if down_since is not None:
                 self._say(
                     f"the shared budget ({self._budget.describe()}) is back after "
@@ -710,11 +823,14 @@ class SharedPacer(Pacer):
                 )
                 down_since, tries = None, 0
             if got.taken:
-                self._interval = self._base_interval * got.slow
-                if want > 1:
+                if not self._base_interval:
                     self._lease = got.taken  # the grant loop takes its request from it
-                    return None
-                return got.delay
+                    return
+                self._interval = self._step = self._base_interval * got.slow
+                self._slot = self._clock() + got.delay
+                self._slots = got.taken
+                self._used = 0
+                return
             await self._quota_spent(got.spent)
 
     async def _quota_spent(self, spent: int) -> None:
@@ -770,6 +886,7 @@ class SharedPacer(Pacer):
     def refused_for_today(self) -> None:
         """The API answered that the key's daily quota is spent: the ledger learns it."""
         if self._budget.daily_quota:
+            self._refused = True
             self._later(self._store.mark_spent(self._key, self._budget.daily_quota))
 
     def _later(self, work: Any) -> None:
@@ -798,8 +915,10 @@ class SharedPacer(Pacer):
         """Wait for the messages to the store, and give an unused lease back."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        lease, self._lease = self._lease, 0
-        if lease > 0:
+        lease = self._lease + self._slots + self._unused
+        self._lease = self._slots = self._unused = self._used = 0
+        refused, self._refused = self._refused, False
+        if lease > 0 and not refused:  # (a day the API called spent stays marked spent)
             # If the store cannot take them back, they stay counted: a few too many, never
             # too few.
             with contextlib.suppress(StoreUnavailable):

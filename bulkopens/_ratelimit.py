@@ -1,11 +1,18 @@
 """One pacer for the whole run: evenly spaced request starts, and a pool-wide pause.
 
-Invariant: grants are at least ``interval`` apart, where ``interval`` is ``1 / rate`` plus a
-safety margin, so no window of one second ever holds more than ``rate`` request starts. There is
-no burst allowance at all (unlike a token bucket, whose initial burst is exactly what earns the
-v2 API's ``over.qps`` rejection). One waiter at a time holds the lock and sleeps until its
-slot, and the next slot is counted from the moment the grant really happened, so a late wake-up
-pushes later grants back instead of squeezing two of them together.
+The schedule is GCRA (generic cell rate algorithm) virtual scheduling, with no burst: each
+grant takes the slot ``max(next slot, pause end)`` once it has come and moves the next slot one
+``interval`` past it. Invariant: grants are at least ``interval`` apart, where ``interval`` is
+``1 / rate`` plus a safety margin, so no window of one second ever holds more than ``rate``
+request starts. There is no burst allowance at all (unlike a token bucket, whose initial burst
+is exactly what earns the v2 API's ``over.qps`` rejection). One waiter at a time holds the lock
+and sleeps until its slot, and the next slot is counted from the moment the grant really
+happened, so a late wake-up pushes later grants back instead of squeezing two of them together.
+
+Fast path: a grant whose slot has already come, while no one holds or waits for the lock, is
+taken at once, without the lock and without yielding to the event loop (the same arithmetic
+as the slow path, so the grants are the same; no other task can run between the check and the
+take). At a high rate, where nearly every slot has passed, that is most grants.
 
 A throttle answer pauses every worker (``throttled``) and, as in AIMD congestion control, stretches
 the interval by a quarter; each ``rate * 10`` grants without a throttle earn back 5% of it,
@@ -95,9 +102,21 @@ class Pacer:
 
     async def grant(self) -> None:
         """Wait for the next evenly spaced start, and take it."""
-        if not self._interval and self._paused_until <= self._clock():
+        now = self._clock()
+        if not self._interval and self._paused_until <= now:
             self.grants += 1  # unlimited and not paused: no lock, no wait
             return
+        if not self._lock.locked():
+            # The fast path: no one ahead (a holder of the lock, or a waiter, which a release
+            # makes its holder), and the slot has come: take it now, without a yield.
+            slot = max(self._next_slot, self._paused_until)
+            if slot <= now:
+                self._take(slot, now)
+                return
+        await self._grant_in_turn()
+
+    async def _grant_in_turn(self) -> None:
+        """The slow path: take the lock (a yield), sleep until the slot, take it."""
         async with self._lock:
             while True:
                 now = self._clock()
@@ -105,15 +124,19 @@ class Pacer:
                 if slot <= now:
                     break
                 await self._sleep(slot - now)
-            # The next slot counts from this one, not from the (slightly late) wake-up, so timer
-            # lateness does not pile up; but never from earlier than LATE_TOLERANCE ago, so a
-            # stalled loop cannot make up for lost time with a burst.
-            self._next_slot = max(slot, now - LATE_TOLERANCE) + self._interval
-            self.grants += 1
-            self._clean_grants += 1
-            if self._interval > self._base_interval and self._clean_grants >= 10 * self.rate:
-                self._interval = max(self._base_interval, self._interval / _RECOVER)
-                self._clean_grants = 0
+            self._take(slot, now)
+
+    def _take(self, slot: float, now: float) -> None:
+        """Grant ``slot`` (which has come: ``slot <= now``) and schedule the next one."""
+        # The next slot counts from this one, not from the (slightly late) wake-up, so timer
+        # lateness does not pile up; but never from earlier than LATE_TOLERANCE ago, so a
+        # stalled loop cannot make up for lost time with a burst.
+        self._next_slot = max(slot, now - LATE_TOLERANCE) + self._interval
+        self.grants += 1
+        self._clean_grants += 1
+        if self._interval > self._base_interval and self._clean_grants >= 10 * self.rate:
+            self._interval = max(self._base_interval, self._interval / _RECOVER)
+            self._clean_grants = 0
 
     def throttled(self, wait: float) -> None:
         """The API said "too fast": pause every caller for ``wait`` seconds and slow down.
@@ -171,8 +194,14 @@ class Gate:
         return self.slots - self._free.value
 
     async def enter(self) -> None:
-        """Take a slot, then the pacer's grant. Cancelled while waiting, it holds nothing."""
-        await self._free.acquire()
+        """Take a slot, then the pacer's grant. Cancelled while waiting, it holds nothing.
+
+        A free slot and a passed grant slot cost no yield to the event loop at all."""
+        free = self._free
+        if free.value:
+            free.acquire_nowait()  # a slot is free, so no one waits for one: no yield
+        else:
+            await free.acquire()
         try:
             await self.pacer.grant()
         except BaseException:

@@ -3,6 +3,7 @@ through the local SQLite store or a real redis-server that these tests start and
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -11,16 +12,29 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simproc import KEY, SimProcess, bulkopens, read_ndjson, simulator
+from virtual_clock import (
+    CALLERS,
+    Step,
+    VirtualClock,
+    assert_spaced,
+    play,
+    runs_without_yielding,
+)
 
 import bulkopens as lib
-from bulkopens._budget import FILE_NAME, key_id
+from bulkopens._budget import FILE_NAME, LocalStore, Reservation, SharedPacer, key_id
+from bulkopens._ratelimit import LATE_TOLERANCE, SAFETY_MARGIN
 
 ONE_PAGE = ("--heavy-fraction", "0", "--empty-fraction", "0")  # every contact: one page
 
@@ -307,3 +321,127 @@ def test_the_redis_password_is_used_and_never_printed(redis_with_password: Redis
     assert "nope" not in wrong.stderr
     assert "s3cret-pw" not in wrong.stderr
     assert key_id("some-key", lib.DEFAULT_BASE_URL) not in result.stdout
+
+
+# -- the shared pacer on virtual time: its fast path, its slots, and the ledger ---------------
+
+SHARED_KEY = "0" * 32
+
+
+class CountingStore(LocalStore):
+    """The local store, timed by a virtual clock, counting its reservations."""
+
+    def __init__(self, directory: Path, clock: VirtualClock) -> None:
+        super().__init__(directory, clock=clock)
+        self.reservations = 0
+
+    async def reserve(
+        self, key: str, want: int, interval: float, limit: int, unused: int = 0
+    ) -> Reservation:
+        self.reservations += 1
+        return await super().reserve(key, want, interval, limit, unused)
+
+
+def processes(directory: Path, clock: VirtualClock, rate: float, n: int) -> list[SharedPacer]:
+    """``n`` processes on one key: each its own budget and connection to one local store."""
+    pacers = []
+    for _ in range(n):
+        budget = lib.Budget(daily_quota=0, state_dir=directory)
+        budget.store = CountingStore(directory, clock)
+        pacers.append(SharedPacer(budget, SHARED_KEY, rate, clock=clock, sleep=clock.sleep))
+    return pacers
+
+
+async def settle(pacers: list[SharedPacer]) -> tuple[int, int]:
+    """Flush every process (unused slots go back); the ledger's count and the reservations."""
+    for pacer in pacers:
+        await pacer.flush()
+    store = pacers[0]._budget.store
+    assert isinstance(store, CountingStore)
+    spent = await store.spent(SHARED_KEY)
+    reservations = 0
+    for pacer in pacers:
+        assert isinstance(pacer._budget.store, CountingStore)
+        reservations += pacer._budget.store.reservations
+        await pacer._budget.store.aclose()
+    return spent, reservations
+
+
+async def test_a_shared_grant_whose_slot_has_come_does_not_yield(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    (pacer,) = processes(tmp_path, clock, 4.0, 1)
+    assert runs_without_yielding(pacer.grant())  # one transaction, its slot now: no yield
+    clock.now += 1.0
+    assert runs_without_yielding(pacer.grant())
+    assert await settle([pacer]) == (2, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rate=st.sampled_from([4.0, 10.0, 1000.0, 100_000.0]),
+    plans=st.lists(CALLERS, min_size=1, max_size=3),
+)
+def test_processes_on_one_key_stay_spaced_and_the_ledger_counts_each_grant(
+    rate: float, plans: list[list[list[Step]]]
+) -> None:
+    """Processes sharing one key's schedule, their callers arriving at any moments, giving up
+    while waiting, throttled at any time, at a rate where a reservation is one slot or several:
+    all their grants together stay an interval apart (less the late tolerance), and once they
+    are done the ledger holds exactly one count per grant."""
+
+    async def main(directory: Path) -> None:
+        clock = VirtualClock()
+        pacers = processes(directory, clock, rate, len(plans))
+        times = await play(clock, list(zip(pacers, plans, strict=True)))
+        assert_spaced(times, (1 + SAFETY_MARGIN) / rate)
+        spent, _ = await settle(pacers)
+        assert spent == len(times)
+
+    with tempfile.TemporaryDirectory() as directory:
+        anyio.run(main, Path(directory))
+
+
+async def test_at_a_high_rate_one_reservation_serves_many_grants(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    pacers = processes(tmp_path, clock, 100_000.0, 3)
+    plan = [[(0.0, "grant", 1.0)] * 250] * 4  # 4 callers a process, 250 grants each
+    times = await play(clock, [(pacer, plan) for pacer in pacers])
+    assert len(times) == 3000
+    # The callers always wait, so each grant is at its slot: never closer than an interval.
+    interval = (1 + SAFETY_MARGIN) / 100_000.0
+    times.sort()
+    assert min(b - a for a, b in itertools.pairwise(times)) >= interval - 1e-9
+    spent, reservations = await settle(pacers)
+    assert spent == 3000
+    assert reservations < 3000 / 10
+
+
+async def test_slots_gone_by_are_dropped_and_their_count_given_back(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    (pacer,) = processes(tmp_path, clock, 100_000.0, 1)
+    store = pacer._budget.store
+    assert isinstance(store, CountingStore)
+    interval = (1 + SAFETY_MARGIN) / 100_000.0
+
+    async def body() -> None:
+        for _ in range(1 + 2 + 4 + 8 + 16 + 32):  # each reservation twice the last one's use
+            await pacer.grant()
+        assert store.reservations == 6
+        await pacer.grant()  # the 7th: 64 slots, the first granted
+        assert store.reservations == 7
+        first = clock.now
+        clock.now += interval / 2
+        await pacer.grant()  # the next slot has not come: waited for, to the tick
+        assert clock.now == pytest.approx(first + interval, abs=1e-12)
+        clock.now += LATE_TOLERANCE + 30.5 * interval  # 30 more have gone by too far
+        await pacer.grant()  # the 32nd of them, still within the tolerance: no reservation
+        assert store.reservations == 7
+        assert pacer._unused == 30  # the next reservation, or the flush, gives them back
+        await pacer.flush()
+        assert await store.spent(SHARED_KEY) == 66
+        clock.now += 1.0
+        await pacer.grant()
+        assert store.reservations == 8
+
+    await clock.run(body)
+    assert await settle([pacer]) == (67, 8)

@@ -7,8 +7,11 @@ import math
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from virtual_clock import CALLERS, Step, VirtualClock, assert_spaced, play, runs_without_yielding
 
-from bulkopens._ratelimit import LATE_TOLERANCE, MAX_SLOWDOWN, SAFETY_MARGIN, Pacer
+from bulkopens._ratelimit import LATE_TOLERANCE, MAX_SLOWDOWN, SAFETY_MARGIN, Gate, Pacer
 
 
 class FakeClock:
@@ -143,3 +146,82 @@ async def test_a_stalled_loop_is_not_made_up_for_with_a_burst() -> None:
     clock.now += 5.0  # the loop was busy for 5 s
     times = await grant_times(pacer, clock, 11, workers=4)
     assert max_in_any_window(times) <= 10
+
+
+# -- the fast path, and the spacing under any call pattern (virtual time, Hypothesis) ----------
+
+
+class ReferencePacer(Pacer):
+    """The pacer without its fast path: every grant takes the lock (a yield), then the slot."""
+
+    __slots__ = ()
+
+    async def grant(self) -> None:
+        if not self._interval and self._paused_until <= self._clock():
+            self.grants += 1
+            return
+        await self._grant_in_turn()
+
+
+RATES = st.sampled_from([1.0, 4.0, 10.0, 700.0, 100_000.0])
+
+
+@settings(max_examples=80, deadline=None)
+@given(rate=RATES, plan=CALLERS)
+def test_grants_are_spaced_whatever_the_call_pattern(rate: float, plan: list[list[Step]]) -> None:
+    """Callers arriving at any moments, giving up while waiting, throttles at any time: grants
+    stay an interval apart (less the late tolerance, once), on the fast path or the slow, and
+    none starts during a throttle's pause."""
+    pauses: list[float] = []
+
+    async def main() -> list[float]:
+        clock = VirtualClock()
+        return await play(clock, [(Pacer(rate, clock=clock, sleep=clock.sleep), plan)], pauses)
+
+    times = anyio.run(main)
+    assert_spaced(times, (1 + SAFETY_MARGIN) / rate)
+    for begin, end in zip(pauses[::2], pauses[1::2], strict=True):
+        assert not [t for t in times if begin < t < end], (begin, end, times)
+
+
+@settings(max_examples=80, deadline=None)
+@given(rate=RATES, plan=CALLERS.map(lambda p: [[s for s in c if s[1] != "throttle"] for c in p]))
+def test_the_fast_path_grants_exactly_what_the_slow_path_grants(
+    rate: float, plan: list[list[Step]]
+) -> None:
+    """The same callers against the pacer and against the lock-every-time reference: the same
+    grant times, one for one."""
+
+    async def main(kind: type[Pacer]) -> list[float]:
+        clock = VirtualClock()
+        return await play(clock, [(kind(rate, clock=clock, sleep=clock.sleep), plan)])
+
+    assert sorted(anyio.run(main, Pacer)) == sorted(anyio.run(main, ReferencePacer))
+
+
+async def test_a_grant_whose_slot_has_come_does_not_yield() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, clock=clock, sleep=clock.sleep)
+    assert runs_without_yielding(pacer.grant())  # the first slot
+    clock.now += 0.3  # past the next slot
+    assert runs_without_yielding(pacer.grant())
+    clock.now += 10.0
+    assert runs_without_yielding(pacer.grant())
+    assert pacer.grants == 3
+    assert clock.sleeps == []
+    # Slots still to come are waited for, one waiter at a time.
+    times = await grant_times(pacer, clock, 3, workers=3)
+    assert len(clock.sleeps) == 3
+    assert_spaced(times, pacer._interval)
+
+
+async def test_a_free_gate_slot_and_a_come_grant_do_not_yield() -> None:
+    clock = FakeClock()
+    gate = Gate(Pacer(10, clock=clock, sleep=clock.sleep), 2)
+    assert runs_without_yielding(gate.enter())
+    clock.now += 1.0
+    assert runs_without_yielding(gate.enter())
+    assert gate.in_flight == 2
+    gate.leave()
+    gate.leave()
+    assert gate.in_flight == 0
