@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import html
+import os
 import secrets
 import socket
 import time
@@ -334,7 +335,7 @@ class OAuthClient:
         else:
             body["client_id"] = self.client_id
         redact = self.redactor(*(form.get(name) for name in _SECRET_FIELDS))
-        where = f"{url.host}{url.path}"
+        where = f"{url.host}:{url.port}{url.path}"
         throttled = failed = 0
         while True:
             if paced:
@@ -426,8 +427,8 @@ def _text(answer: Mapping[str, Any], name: str) -> str:
 def _cause(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.strerror or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
+        return os.strerror(exc.os_error.errno).lower()
     return str(exc) or type(exc).__name__
 
 
@@ -474,17 +475,18 @@ class RedirectServer:
     async def code(self, within: float) -> str:
         """The authorization code, once the browser is back; AuthenticationError when the
         server sent an error or nothing came back ``within`` seconds."""
-        with anyio.move_on_after(within):
-            await self._event.wait()
-        if self._code is not None:
-            return self._code
-        if self._error is not None:
+        try:
+            with anyio.fail_after(within):
+                await self._event.wait()
+        except TimeoutError:
+            raise AuthenticationError(
+                f"no login came back within {within:g} seconds: run bulkopens auth login again"
+            ) from None
+        if self._code is None:
             raise AuthenticationError(
                 f"the authorization server sent the browser back with an error ({self._error})"
             )
-        raise AuthenticationError(
-            f"no login came back within {within:g} seconds: run bulkopens auth login again"
-        )
+        return self._code
 
     async def aclose(self) -> None:
         if self._runner is not None:

@@ -47,7 +47,7 @@ import anyio
 import orjson
 
 from bulkopens._disk import open_new, open_regular, refuse_link, write_error
-from bulkopens._exceptions import AuthenticationError, ConfigurationError
+from bulkopens._exceptions import AuthenticationError, ConfigurationError, ServiceUnavailable
 from bulkopens._oauth import (
     DEFAULT_TOKEN_URL,
     TOKEN_INTERVAL,
@@ -79,6 +79,7 @@ REFRESH_MARGIN = 300.0
 REFRESH_FRACTION = 0.1
 _KEEP_RETIRED = 8  # retired tokens still scrubbed from output (the last few renewals)
 _LOCK_POLL = 0.02
+SPEND_SECONDS = 120.0  # the most a renewal may hold off a cancellation
 
 
 @runtime_checkable
@@ -496,6 +497,23 @@ class TokenFile:
                 wait = found.obtained_at + TOKEN_INTERVAL - self._clock()
                 if 0 < wait <= TOKEN_INTERVAL:
                     await anyio.sleep(wait)
+                renewed = await self._spend(oauth, found)
+                self._adopt(renewed)
+                self.refreshes += 1
+            lifetime = renewed.lifetime()
+            auth_log.info(
+                "renewed the access token%s",
+                "" if lifetime is None else f" (valid {lifetime:.0f} s)",
+            )
+            return renewed.access_token
+
+    async def _spend(self, oauth: OAuthClient, found: TokenSet) -> TokenSet:
+        """Spend ``found``'s refresh token and save the answer before anything uses it.
+        Shielded from cancellation (up to ``SPEND_SECONDS``): a Ctrl-C between the request
+        and the save would lose a rotated refresh token that the server has already spent."""
+        assert found.refresh_token is not None
+        try:
+            with anyio.fail_after(SPEND_SECONDS, shield=True):
                 answer = await oauth.refresh(found.refresh_token)
                 renewed = TokenSet.from_answer(
                     answer,
@@ -507,14 +525,12 @@ class TokenFile:
                 )
                 self._retired = [*self._retired, *found.secrets()][-2 * _KEEP_RETIRED :]
                 write_tokens(self.path, renewed)  # saved before the new token is used
-                self._adopt(renewed)
-                self.refreshes += 1
-            lifetime = renewed.lifetime()
-            auth_log.info(
-                "renewed the access token%s",
-                "" if lifetime is None else f" (valid {lifetime:.0f} s)",
-            )
-            return renewed.access_token
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"the authorization server did not renew the access token within "
+                f"{SPEND_SECONDS:g} seconds: try again later"
+            ) from None
+        return renewed
 
     def _client(self, tokens: TokenSet) -> OAuthClient:
         url = self._token_url or tokens.token_url or DEFAULT_TOKEN_URL
