@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from bulkopens._api import api_for
 from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
 from bulkopens._budget import Budget, SharedPacer
-from bulkopens._campaigns import Plan, read_contacts, sent_campaigns
+from bulkopens._campaigns import Plan, sent_campaigns
 from bulkopens._check import Check, probe
 from bulkopens._config import (
     DEFAULT_MAX_PAGE_BYTES,
@@ -39,25 +39,19 @@ from bulkopens._config import (
 )
 from bulkopens._disk import open_new, write_error
 from bulkopens._exceptions import (
-    AuthenticationError,
     BulkOpensError,
     ConfigurationError,
-    OutputError,
-    QuotaExhausted,
     RunStopped,
-    ServiceUnavailable,
 )
 from bulkopens._files import RecordFiles
 from bulkopens._http import TokenProvider, new_session
-from bulkopens._jobs import Job, PlanHook, feed, plan_job
+from bulkopens._jobs import Job, PlanHook, open_run, plan_job, status_of, summarise
 from bulkopens._pipeline import (
     IdBatches,
     IdSource,
     ProgressHook,
     RequestHook,
-    RunOptions,
     build_fetcher,
-    run_pipeline,
 )
 from bulkopens._ratelimit import Gate
 from bulkopens._state import AsyncStore, Store
@@ -89,14 +83,6 @@ if TYPE_CHECKING:
 R = TypeVar("R", covariant=True)
 Since = str | datetime | date | None
 DEFAULT_BUFFER = 5000  # records: 10 pages of 500 ahead of the reader
-
-_STATUS_BY_ERROR: list[tuple[type[RunStopped], RunStatus]] = [
-    (QuotaExhausted, "quota_exhausted"),
-    (AuthenticationError, "auth_failed"),
-    (ConfigurationError, "config_error"),
-    (ServiceUnavailable, "service_unavailable"),
-    (OutputError, "output_error"),
-]
 
 
 class Client:
@@ -568,10 +554,9 @@ class Client:
         job = Job("contact", _id_source(contact_ids, "contact_ids"), strategy)
         job.check(report)
         session, gate = self._start()
-        stats = Stats()
-        fetcher = build_fetcher(settings, session, gate, stats, self._on_request)
-        contacts = await read_contacts(job.ids, api_for(settings.api))
-        return await plan_job(job, settings, fetcher, stats, contacts)
+        run = await open_run(settings, job, session, gate, on_request=self._on_request)
+        assert run.contacts is not None  # a contact job with a strategy reads its ids whole
+        return await plan_job(job, settings, run.fetcher, run.stats, run.contacts)
 
     async def check(self) -> Check:
         """One request that proves the host, the API key and the access token (the first
@@ -625,7 +610,16 @@ class Client:
         session, gate = self._start()
         out = Path(out_dir)
         await anyio.to_thread.run_sync(_prepare_out, out)
-        contacts = await read_contacts(job.ids, api_for(settings.api)) if job.plans else None
+        run = await open_run(
+            settings,
+            job,
+            session,
+            gate,
+            stats=Stats(contacts_total=total),
+            on_request=self._on_request,
+            on_plan=self._on_plan,
+            on_progress=self._on_progress,
+        )
         fingerprint = {
             "report": settings.report,
             "since": settings.since,
@@ -647,65 +641,32 @@ class Client:
                 )
             )
         )
-        stats = Stats(contacts_total=total)
-        fetcher = build_fetcher(settings, session, gate, stats, self._on_request)
         status: RunStatus = "interrupted"
         error: RunStopped | None = None
-        plan: Plan | None = None
+        id_form = api_for(settings.api).id_form
         try:
             files = RecordFiles(out, settings.report, max_bytes=settings.max_file_bytes)
             await store.call(prepare_outputs, out, store.sync, files, fresh)
             sink = FileSink(
                 store,
                 files,
-                stats,
+                run.stats,
                 commit_records=settings.commit_records,
                 commit_seconds=settings.commit_seconds,
                 durable=settings.durable,
             )
             try:
-                fed = await feed(job, settings, fetcher, stats, contacts, store, self._on_plan)
-                plan = fed.plan
-                options = RunOptions(
-                    since=settings.since,
-                    retry_failed=retry_failed,
-                    on_progress=self._on_progress,
-                    scope=fed.scope,
-                    keep=fed.keep,
-                    workers=gate.slots,
-                )
-                await run_pipeline(
-                    settings,
-                    fed.ids,
-                    sink,
-                    store,
-                    session,
-                    stats,
-                    options,
-                    gate=gate,
-                    fetcher=fetcher,
-                )
+                await run.drive(sink, store, retry_failed=retry_failed)
                 status = "complete"
             except RunStopped as exc:
-                error = exc
-                status = next(s for t, s in _STATUS_BY_ERROR if isinstance(exc, t))
+                error, status = exc, status_of(exc)
             with anyio.CancelScope(shield=True):
                 summary = await store.call(
-                    _finish,
-                    out,
-                    store.sync,
-                    _summary(settings, stats, status, error, job, plan),
-                    api_for(settings.api).id_form,
+                    _finish, out, store.sync, run.summary(status, error), id_form
                 )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await store.call(
-                    _finish,
-                    out,
-                    store.sync,
-                    _summary(settings, stats, "interrupted", None, job, plan),
-                    api_for(settings.api).id_form,
-                )
+                await store.call(_finish, out, store.sync, run.summary("interrupted"), id_form)
             raise
         finally:
             with anyio.CancelScope(shield=True):
@@ -760,42 +721,6 @@ def _finish(out: Path, store: Store, summary: Summary, id_form: str) -> Summary:
     )
     write_artifacts(out, store, summary, id_form)
     return summary
-
-
-def _summary(
-    settings: Settings,
-    stats: Stats,
-    status: RunStatus,
-    error: BulkOpensError | None,
-    job: Job,
-    plan: Plan | None,
-) -> Summary:
-    snap = stats.snapshot()
-    return Summary(
-        status=status,
-        report=settings.report,
-        contacts_done=snap.contacts_done,
-        contacts_failed=snap.contacts_failed,
-        contacts_skipped=snap.contacts_skipped,
-        contacts_invalid=snap.contacts_invalid,
-        duplicates=snap.duplicates,
-        records=snap.records,
-        pages=snap.pages,
-        requests=snap.requests,
-        retries=snap.retries,
-        throttles=snap.throttles,
-        responses=dict(stats.responses),
-        elapsed_seconds=round(snap.elapsed, 3),
-        error=str(error) if error else None,
-        quota_resets_at=(
-            error.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-            if isinstance(error, QuotaExhausted)
-            else None
-        ),
-        mode=job.mode,
-        strategy=job.strategy if job.mode == "contact" else None,
-        plan=plan.to_json() if plan is not None else None,
-    )
 
 
 def _id_source(ids: Ids, name: str) -> IdSource:
@@ -930,40 +855,31 @@ class _Fetching:
         assert self.tx is not None
         try:
             async with self.tx:
-                fetcher = build_fetcher(settings, session, gate, stats, on_request)
-                api = api_for(settings.api)
-                contacts = await read_contacts(job.ids, api) if job.plans else None
-                fed = await feed(job, settings, fetcher, stats, contacts, None, None)
-                self.plan = fed.plan
-                options = RunOptions(
-                    since=settings.since,
-                    scope=fed.scope,
-                    keep=fed.keep,
-                    on_progress=on_progress,
-                    workers=min(gate.slots, self.pages),
-                    credits=self.credits,
-                )
-                await run_pipeline(
+                run = await open_run(
                     settings,
-                    fed.ids,
-                    sink,
-                    None,
+                    job,
                     session,
-                    stats,
-                    options,
-                    gate=gate,
-                    fetcher=fetcher,
+                    gate,
+                    stats=stats,
+                    on_request=on_request,
+                    on_progress=on_progress,
                 )
+                try:
+                    await run.drive(
+                        sink, None, workers=min(gate.slots, self.pages), credits=self.credits
+                    )
+                finally:
+                    self.plan = run.plan
                 status = "incomplete" if self.failures else "complete"
         except RunStopped as exc:
             self.error = exc
-            status = next(s for t, s in _STATUS_BY_ERROR if isinstance(exc, t))
+            status = status_of(exc)
         except Exception as exc:  # the caller's own (an id source), or a bug: raised to them
             self.error = exc
             status = "failed"
         finally:
             error = self.error if isinstance(self.error, BulkOpensError) else None
-            self.summary = _summary(settings, stats, status, error, job, self.plan)
+            self.summary = summarise(settings, job, stats, self.plan, status, error)
             if isinstance(self.error, RunStopped):
                 self.error.summary = self.summary
             self.status = status

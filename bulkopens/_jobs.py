@@ -1,9 +1,13 @@
-"""What one call fetches (a job), and what the engine is fed once the job is planned.
+"""What one call fetches (a job), the one place a run is set up, and what the engine is fed.
 
 A job is the contact reports of some contacts, by a strategy, or the campaign reports of some
-campaigns. :func:`feed` turns it into the engine's input: the ids of the work items, whose
-reports they name (contacts or campaigns), and whose records to keep. For a planned job it
-runs the planner, or takes the path an earlier attempt on the same ``--out`` chose.
+campaigns. Every caller (``export`` and ``export_campaigns`` into files, the ``records``
+iterators, ``plan``) sets up its run with :func:`open_run` (counters, the request path, the
+contacts read whole when the planner needs them) and drives it into its sink with
+:meth:`Run.drive`; :meth:`Run.summary` says what it did. :func:`feed` turns the job into the
+engine's input: the ids of the work items, whose reports they name (contacts or campaigns),
+and whose records to keep. For a planned job it runs the planner, or takes the path an
+earlier attempt on the same ``--out`` chose.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
 
 from bulkopens._api import api_for
+from bulkopens._artifacts import Summary
 from bulkopens._campaigns import (
     ContactSet,
     Plan,
@@ -23,16 +30,50 @@ from bulkopens._campaigns import (
     sent_campaigns,
 )
 from bulkopens._config import Settings
-from bulkopens._exceptions import ConfigurationError
-from bulkopens._pipeline import IdSource
+from bulkopens._exceptions import (
+    AuthenticationError,
+    BulkOpensError,
+    ConfigurationError,
+    OutputError,
+    QuotaExhausted,
+    RunStopped,
+    ServiceUnavailable,
+)
+from bulkopens._pipeline import (
+    IdSource,
+    ProgressHook,
+    RequestHook,
+    RunOptions,
+    build_fetcher,
+    run_pipeline,
+)
+from bulkopens._ratelimit import Gate
 from bulkopens._reports import REPORTS, Scope
 from bulkopens._retry import PageFetcher
 from bulkopens._state import AsyncStore
 from bulkopens._stats import Stats
-from bulkopens._types import SENT, STRATEGIES, Strategy
+from bulkopens._types import SENT, STRATEGIES, RunStatus, Strategy
+from bulkopens._writer import Sink
 from bulkopens._xref import IdMapper
 
+if TYPE_CHECKING:
+    import aiohttp
+
 PlanHook = Callable[[Plan], None]
+
+#: The status a run ends with for each run-stopping error.
+_STATUS_BY_ERROR: list[tuple[type[RunStopped], RunStatus]] = [
+    (QuotaExhausted, "quota_exhausted"),
+    (AuthenticationError, "auth_failed"),
+    (ConfigurationError, "config_error"),
+    (ServiceUnavailable, "service_unavailable"),
+    (OutputError, "output_error"),
+]
+
+
+def status_of(error: RunStopped) -> RunStatus:
+    """The status a run stopped by ``error`` ends with."""
+    return next(s for t, s in _STATUS_BY_ERROR if isinstance(error, t))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +184,116 @@ async def feed(
     if store is not None and contacts.invalid:
         await store.call(store.sync.add_invalid, contacts.invalid)
     return Feed(list(plan.campaign_ids), "campaign", contacts.ids, plan)
+
+
+@dataclass(slots=True)
+class Run:
+    """One call's run, as :func:`open_run` set it up: drive it into a sink, then summarise."""
+
+    settings: Settings
+    job: Job
+    gate: Gate
+    fetcher: PageFetcher
+    stats: Stats
+    contacts: ContactSet | None  # the job's ids read whole (planned jobs only)
+    on_plan: PlanHook | None = None
+    on_progress: ProgressHook | None = None
+    plan: Plan | None = None
+
+    async def drive(
+        self,
+        sink: Sink,
+        store: AsyncStore | None,
+        *,
+        retry_failed: bool = False,
+        workers: int | None = None,
+        credits: anyio.Semaphore | None = None,
+    ) -> None:
+        """Plan the job (if it plans), then fetch every work item into ``sink``. ``store``
+        decides what each item needs (None: in memory, for an iterator); ``workers`` defaults
+        to the gate's slots; ``credits`` bounds an iterator's read-ahead. Raises the first
+        RunStopped error, or the caller's own error from the id source or a hook."""
+        fed = await feed(
+            self.job, self.settings, self.fetcher, self.stats, self.contacts, store, self.on_plan
+        )
+        self.plan = fed.plan
+        options = RunOptions(
+            since=self.settings.since,
+            retry_failed=retry_failed,
+            on_progress=self.on_progress,
+            scope=fed.scope,
+            keep=fed.keep,
+            workers=workers or self.gate.slots,
+            credits=credits,
+        )
+        await run_pipeline(
+            self.settings, fed.ids, sink, store, self.stats, options, gate=self.gate,
+            fetcher=self.fetcher,
+        )  # fmt: skip
+
+    def summary(self, status: RunStatus, error: BulkOpensError | None = None) -> Summary:
+        """What the run did so far, ending with ``status`` (and ``error``)."""
+        return summarise(self.settings, self.job, self.stats, self.plan, status, error)
+
+
+def summarise(
+    settings: Settings,
+    job: Job,
+    stats: Stats,
+    plan: Plan | None,
+    status: RunStatus,
+    error: BulkOpensError | None = None,
+) -> Summary:
+    """The summary of a run of ``job`` whose counters are ``stats`` (also for a run that
+    stopped before it was set up)."""
+    snap = stats.snapshot()
+    return Summary(
+        status=status,
+        report=settings.report,
+        contacts_done=snap.contacts_done,
+        contacts_failed=snap.contacts_failed,
+        contacts_skipped=snap.contacts_skipped,
+        contacts_invalid=snap.contacts_invalid,
+        duplicates=snap.duplicates,
+        records=snap.records,
+        pages=snap.pages,
+        requests=snap.requests,
+        retries=snap.retries,
+        throttles=snap.throttles,
+        responses=dict(stats.responses),
+        elapsed_seconds=round(snap.elapsed, 3),
+        error=str(error) if error else None,
+        quota_resets_at=(
+            error.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if isinstance(error, QuotaExhausted)
+            else None
+        ),
+        mode=job.mode,
+        strategy=job.strategy if job.mode == "contact" else None,
+        plan=plan.to_json() if plan is not None else None,
+    )
+
+
+async def open_run(
+    settings: Settings,
+    job: Job,
+    session: aiohttp.ClientSession,
+    gate: Gate,
+    *,
+    stats: Stats | None = None,
+    on_request: RequestHook | None = None,
+    on_plan: PlanHook | None = None,
+    on_progress: ProgressHook | None = None,
+) -> Run:
+    """Set up one call's run: its counters (``stats``, or new ones), its request path through
+    the client's ``gate``, and the job's ids read whole when the planner needs them (before
+    any state is opened: an id source that fails leaves nothing behind)."""
+    stats = stats if stats is not None else Stats()
+    if job.mode == "campaign":
+        stats.unit = "campaigns"
+    fetcher = build_fetcher(settings, session, gate, stats, on_request)
+    contacts = await read_contacts(job.ids, api_for(settings.api)) if job.plans else None
+    return Run(settings, job, gate, fetcher, stats, contacts, on_plan, on_progress)
 
 
 async def _campaign_activities(

@@ -239,12 +239,11 @@ async def run_pipeline(
     ids: IdSource,
     sink: Sink,
     store: AsyncStore | None,
-    session: aiohttp.ClientSession,
     stats: Stats,
     options: RunOptions,
     *,
     gate: Gate,
-    fetcher: PageFetcher | None = None,
+    fetcher: PageFetcher,
 ) -> None:
     """Fetch every id's report into ``sink``. Raises the first RunStopped error, if any, or
     the caller's own exception from the id source or the progress hook, unwrapped.
@@ -252,9 +251,8 @@ async def run_pipeline(
     ``store`` decides what each id needs (dedupe, resume); None keeps that in memory (each
     distinct id once, from page one), as an iterator needs. ``gate`` is the client's, shared
     by all its calls. ``fetcher`` (from :func:`build_fetcher`) shares the gate and counters
-    with the caller's own requests (the planner's); by default one is made from ``session``.
+    with the caller's own requests (the planner's).
     """
-    fetcher = fetcher or build_fetcher(settings, session, gate, stats)
     pacer = gate.pacer
     workers = options.workers or settings.workers
     run_log.info(
