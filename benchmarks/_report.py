@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,12 +10,14 @@ from dataclasses import dataclass
 from benchmarks._harness import CONTENDERS, Run
 from benchmarks._scenarios import (
     FAULT_CONTENDERS,
+    PACED_CONTENDERS,
     RATE_CONTENDERS,
     SPEED_CONTENDERS,
     WHOLE_CONCURRENCY,
     WHOLE_CONTENDERS,
     FaultCase,
     MemoryCase,
+    PacedCase,
     Plan,
     RateCase,
     SpeedCase,
@@ -23,6 +26,7 @@ from benchmarks._scenarios import (
 from bulkopens._ratelimit import SAFETY_MARGIN
 
 TARGET_UTILISATION = 0.98
+TARGET_PACED_UTILISATION = 0.93  # issue 17: from process start to exit, at 20/s and 300 ms
 
 # -- measures ---------------------------------------------------------------------------------
 
@@ -150,6 +154,7 @@ def render(
     fault: FaultCase | None,
     command: str,
     whole: WholeCase | None = None,
+    paced: PacedCase | None = None,
 ) -> str:
     targets: list[Target] = []
     sections: list[str] = []
@@ -163,6 +168,8 @@ def render(
         sections.append(_fault_section(fault, targets))
     if whole:
         sections.append(_whole_section(whole, targets))
+    if paced:
+        sections.append(_paced_section(paced, targets))
     head = [
         "# bulkopens benchmark results",
         "",
@@ -317,8 +324,9 @@ def _rate_section(cases: list[RateCase], targets: list[Target]) -> str:
         worst_util = min(worst_util, a_util)
         total_throttles += a_throttles
         stopped = any(r.proc.stopped for r in runs.get("b", []))
-        a_c = paired_ratios(runs["a-cli"], runs["c"], lambda r, lim=case.limit: utilisation(r, lim))
-        a_b = paired_ratios(runs["a-cli"], runs["b"], lambda r, lim=case.limit: utilisation(r, lim))
+        of_limit = functools.partial(utilisation, limit=case.limit)
+        a_c = paired_ratios(runs["a-cli"], runs["c"], of_limit)
+        a_b = paired_ratios(runs["a-cli"], runs["b"], of_limit)
         wall = [wall_utilisation(r, case.limit) for r in runs["a-cli"]]
         gap = ""
         if not ok:
@@ -617,5 +625,82 @@ def _whole_section(case: WholeCase, targets: list[Target]) -> str:
         bad = sum(1 for r in a if r.lines != case.truth_records or r.unique_lines != r.lines)
         what = "bulkopens runs with incomplete or duplicated output"
         targets.append(Target("5 whole process", what, bad, "==", 0, "{:.0f}", f"of {len(a)}"))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def paced_utilisation(run: Run, limit: float) -> float:
+    """Admitted requests over what the limit allows in the process's whole wall time."""
+    return run.sim.ok / (limit * run.proc.wall) if run.proc.wall else 0.0
+
+
+def _paced_parts(run: Run, limit: float, margin: float) -> dict[str, float]:
+    """Where one run's wall time goes, in seconds, against the ideal ``requests / limit``, for
+    a client that spaces its requests ``(1 + margin) / limit`` apart."""
+    t, p = run.sim.request_times, run.proc
+    slot = (1 + margin) / limit
+    if len(t) < 2:
+        return {}
+    first_gap = t[1] - t[0]
+    return {
+        "start-up": t[0] - p.started,  # spawn to the first request's arrival
+        "first answer": max(0.0, first_gap - slot),  # waiting for it beyond one slot
+        "margin": (len(t) - 1) * (slot - 1 / limit),
+        "other gaps": (t[-1] - t[0]) - first_gap - (len(t) - 2) * slot,
+        "tail": p.started + p.wall - t[-1],  # the last request's arrival to exit
+    }
+
+
+def _paced_section(case: PacedCase, targets: list[Target]) -> str:
+    runs, limit = case.runs, case.limit
+    lines = [
+        f"## 6. Paced, with latency ({limit:g}/s, {case.latency_ms} ms)",
+        "",
+        f"The simulator admits {limit:g} requests in any sliding second and answers each after "
+        f"{case.latency_ms} ms ±10%; {case.requests:,} one-page contacts, every client at "
+        f"`--rate {limit:g}` and concurrency {case.concurrency} (bulkopens' default, "
+        f"`2 × rate + 2`; {limit * case.latency_ms / 1000:g} in flight hide the latency). "
+        "bulkopens is the installed command (`a-cmd`, as in scenario 5), measured from exec to "
+        "exit: **utilisation** = admitted requests ÷ (limit × process wall time), start-up, "
+        "the wait for the first answer and the last answer's latency all counted (1.0 = a "
+        "request every `1/limit` s from the first instant to the last). The parts: **start-up** "
+        "= spawn to the first request's arrival; **first answer** = how much longer than one "
+        "slot the second request came after the first; **margin** = bulkopens' 1.5% wider "
+        "spacing; **other gaps** = the rest of the span beyond one slot per request (below "
+        "0: faster than the limit, throttled); **tail** "
+        "= the last request's arrival to exit (its latency, the last commit, teardown). "
+        f"{_rounds(len(runs.get('a-cmd', [])))}, contenders alternating.",
+        "",
+        "| contender | utilisation | wall s | admitted | throttles | start-up s | first answer s "
+        "| margin s | other gaps s | tail s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in PACED_CONTENDERS:
+        rs = runs.get(key, [])
+        if not rs:
+            continue
+        parts = [_paced_parts(r, limit, SAFETY_MARGIN if key == "a-cmd" else 0.0) for r in rs]
+        cells = [
+            spread([pp[name] for pp in parts if pp], "{:.2f}")
+            for name in ("start-up", "first answer", "margin", "other gaps", "tail")
+        ]
+        lines.append(
+            f"| {key}: {CONTENDERS[key].label} | "
+            f"{spread([paced_utilisation(r, limit) for r in rs], '{:.3f}')} | "
+            f"{spread([r.proc.wall for r in rs], '{:.2f}')} | "
+            f"{spread([float(r.sim.ok) for r in rs], '{:.0f}')} | "
+            f"{_counts([r.sim.throttles for r in rs])} | " + " | ".join(cells) + " |"
+        )
+    a = runs.get("a-cmd", [])
+    if a:
+        measured = median([paced_utilisation(r, limit) for r in a])
+        what = f"a-cmd utilisation, process start to exit ({limit:g}/s, {case.latency_ms} ms)"
+        targets.append(Target("6 paced", what, measured, ">=", TARGET_PACED_UTILISATION))
+        throttles = sum(r.sim.throttles for r in a)
+        targets.append(Target("6 paced", "throttle answers to bulkopens", throttles, "==", 0,
+                              "{:.0f}"))  # fmt: skip
+        bad = sum(1 for r in a if r.sim.ok != case.requests or r.proc.exit_code != 0)
+        what = "bulkopens runs that did not fetch every contact"
+        targets.append(Target("6 paced", what, bad, "==", 0, "{:.0f}", f"of {len(a)}"))
     lines.append("")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The four scenarios. Each starts its simulator(s), runs the contenders round-robin and returns
+"""The six scenarios. Each starts its simulator(s), runs the contenders round-robin and returns
 the raw runs; the numbers are derived in _report.py.
 
 Alternation: in round ``r`` the contenders run in the order rotated by ``r``, back to back
@@ -43,6 +43,10 @@ class Plan:
     concurrency: int = 16  # unthrottled runs: bulkopens' default for --rate 0, for everyone
     whole_rounds: int = 8
     whole_contacts: int = 3000  # 0-20 opens each: one page per contact
+    paced_rounds: int = 3
+    paced_requests: int = 600  # one page per contact, 30 s at 20/s
+    paced_limit: float = 20.0
+    paced_latency_ms: int = 300
 
 
 FULL = Plan(
@@ -74,6 +78,8 @@ QUICK = Plan(
     fault_rounds=1,
     fault_contacts=100,
     whole_rounds=2,
+    paced_rounds=1,
+    paced_requests=200,
 )
 
 
@@ -301,4 +307,48 @@ def whole(plan: Plan, work: Path, logs: Path) -> WholeCase:
             run = run_contender(sim, CONTENDERS[key], contacts, opts, work)
             case.runs.setdefault(key, []).append(run)
             log(f"    {_brief(run)}, {run.proc.switches} switches")
+    return case
+
+
+# -- 6. paced, with latency -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PacedCase:
+    limit: float
+    latency_ms: int
+    requests: int  # contacts of one page each: one request per contact
+    concurrency: int
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+
+PACED_CONTENDERS = ("a-cmd", "c")
+
+
+def paced(plan: Plan, work: Path, logs: Path) -> PacedCase:
+    """The installed command from exec to exit under a rate limit with latency (20/s, 300 ms):
+    utilisation of the limit over the whole process, start-up and the last answer counted."""
+    limit, latency = plan.paced_limit, plan.paced_latency_ms
+    concurrency = max(4, min(64, int(limit * 2) + 2))  # bulkopens' default, for everyone
+    case = PacedCase(limit, latency, plan.paced_requests, concurrency)
+    contacts = write_contacts(work / f"paced-{case.requests}.txt", range(1, case.requests + 1))
+    sim_args = [
+        "--contacts", str(max(1000, case.requests)), "--heavy-fraction", "0",
+        "--rate", f"{limit:g}", "--daily-quota", "0",
+        "--latency-ms", str(latency), "--jitter-ms", f"{latency * 0.1:g}",
+    ]  # fmt: skip
+    log(f"[6] paced: limit {limit:g}/s, latency {latency} ms, {case.requests} requests per run")
+    with Simulator(sim_args, logs) as sim:
+        ready = 0.0
+        for _, key in rotations(PACED_CONTENDERS, plan.paced_rounds):
+            wait = ready - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # the simulator's window clear of the last run's requests
+            opts = RunOptions(rate=limit, concurrency=concurrency)
+            run = run_contender(sim, CONTENDERS[key], contacts, opts, work)
+            case.runs.setdefault(key, []).append(run)
+            log(f"    {_brief(run)}")
+            ready = time.monotonic() + latency * 1.1 / 1000 + 0.1
+            if run.sim.request_times:
+                ready = max(ready, run.sim.request_times[-1] + 1.05)
     return case

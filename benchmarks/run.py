@@ -35,7 +35,30 @@ from benchmarks._harness import (
     write_contacts,
 )
 
-SCENARIOS = ("rate", "speed", "memory", "faults", "whole")
+SCENARIOS = ("rate", "speed", "memory", "faults", "whole", "paced")
+
+
+#: The plan's field of each scenario's rounds (memory has none: one run of each size).
+ROUNDS = {
+    "rate": "rate_rounds",
+    "speed": "speed_rounds",
+    "faults": "fault_rounds",
+    "whole": "whole_rounds",
+    "paced": "paced_rounds",
+}
+
+
+def _rounds(text: str) -> dict[str, int]:
+    """``N`` (every scenario) or ``SCENARIO=N,...``: the plan's rounds fields to override."""
+    try:
+        if "=" not in text:
+            return dict.fromkeys(ROUNDS.values(), int(text))
+        pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+        return {ROUNDS[name.strip()]: int(n) for name, n in pairs}
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give N, or SCENARIO=N,... with SCENARIO one of {', '.join(ROUNDS)}"
+        ) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(SCENARIOS),
         help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
     )
-    parser.add_argument("--rounds", type=int, help="override the rounds of every scenario")
+    parser.add_argument(
+        "--rounds",
+        type=_rounds,
+        metavar="N|SCENARIO=N,...",
+        help="override the rounds of every scenario (N), or of some (e.g. rate=2,speed=4)",
+    )
     parser.add_argument(
         "--results",
         type=Path,
@@ -87,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return profile(args)
     plan = _scenarios.QUICK if args.quick else _scenarios.FULL
     if args.rounds:
-        r = args.rounds
-        plan = dataclasses.replace(
-            plan, rate_rounds=r, speed_rounds=r, fault_rounds=r, whole_rounds=r
-        )
+        plan = dataclasses.replace(plan, **args.rounds)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SCENARIOS)
     if unknown:
@@ -112,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         mem = _scenarios.memory(plan, work, logs) if "memory" in only else None
         fault = _scenarios.faults(plan, work, logs) if "faults" in only else None
         whole = _scenarios.whole(plan, work, logs) if "whole" in only else None
+        paced = _scenarios.paced(plan, work, logs) if "paced" in only else None
         commit_at_end = machine_facts()["commit"]
     text = _report.render(
         plan,
@@ -125,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         fault,
         command,
         whole,
+        paced,
     )
     results.write_text(text, encoding="utf-8")
     print(f"\nwrote {results} in {(time.monotonic() - started) / 60:.1f} min", flush=True)
