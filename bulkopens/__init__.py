@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     )
     from bulkopens._config import (
         DEFAULT_BASE_URL,
-        Settings,
         parse_contact_id,
     )
     from bulkopens._exceptions import (
@@ -49,21 +48,20 @@ if TYPE_CHECKING:
         QuotaExhausted,
         RequestLimitReached,
         RetriesExhausted,
-        RetryableError,
         RunStopped,
         ServiceUnavailable,
-        ThrottledError,
-        TransientError,
     )
     from bulkopens._log import (
         LOGGER_NAME,
     )
-    from bulkopens._reports import (
-        REPORTS,
-    )
     from bulkopens._stats import (
         Progress,
         RequestMetrics,
+    )
+    from bulkopens._tokens import (
+        StaticToken,
+        TokenFile,
+        TokenProvider,
     )
     from bulkopens._types import (
         SENT,
@@ -119,30 +117,27 @@ _WHERE: dict[str, str] = {
     "Progress": "bulkopens._stats",
     "QuotaExhausted": "bulkopens._exceptions",
     "RequestLimitReached": "bulkopens._exceptions",
-    "REPORTS": "bulkopens._reports",
     "Record": "bulkopens._types",
     "RecordStream": "bulkopens._client",
     "ReportName": "bulkopens._types",
     "RequestMetrics": "bulkopens._stats",
     "RetriesExhausted": "bulkopens._exceptions",
-    "RetryableError": "bulkopens._exceptions",
     "RunStatus": "bulkopens._types",
     "RunStopped": "bulkopens._exceptions",
     "SENT": "bulkopens._types",
     "SendRecord": "bulkopens._types",
     "ServiceUnavailable": "bulkopens._exceptions",
-    "Settings": "bulkopens._config",
     "Summary": "bulkopens._artifacts",
-    "ThrottledError": "bulkopens._exceptions",
-    "TransientError": "bulkopens._exceptions",
     "UnsubscribeRecord": "bulkopens._types",
+    "StaticToken": "bulkopens._tokens",
+    "TokenFile": "bulkopens._tokens",
+    "TokenProvider": "bulkopens._tokens",
     "parse_contact_id": "bulkopens._config",
 }
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "LOGGER_NAME",
-    "REPORTS",
     "SENT",
     "ActivityRecord",
     "AnswerTooLarge",
@@ -175,15 +170,14 @@ __all__ = [
     "RequestLimitReached",
     "RequestMetrics",
     "RetriesExhausted",
-    "RetryableError",
     "RunStatus",
     "RunStopped",
     "SendRecord",
     "ServiceUnavailable",
-    "Settings",
+    "StaticToken",
     "Summary",
-    "ThrottledError",
-    "TransientError",
+    "TokenFile",
+    "TokenProvider",
     "UnsubscribeRecord",
     "__version__",
     "parse_contact_id",

@@ -3,18 +3,20 @@
 ::
 
     BulkOpensError
-    ├── RetryableError ............ retried inside the engine; callers only see it chained
+    ├── RetryableError ............ retried inside the engine, never raised to a caller
+    │   │                           (not public: what outlives its retries is RetriesExhausted)
     │   ├── TransientError ........ 5xx, reset, timeout, a body that is not a valid page
     │   └── ThrottledError ........ 429 ``throttled`` / 403 ``mashery.not.authorized.over.qps``
     ├── ContactError .............. this contact fails; the run goes on
     │   ├── ContactNotFound ....... 404
-    │   ├── InvalidContactId ...... not a v2 contact id; no request is made
+    │   ├── InvalidContactId ...... not an id of the run's API; no request is made
     │   ├── ForeignNextLink ....... a next_link to another host; never followed
     │   ├── BadAnswer ............. too many records, a page loop, past the page budget
     │   ├── AnswerTooLarge ........ an answer past --max-page-bytes; not read further
     │   └── RetriesExhausted ...... transient failures outlived the retry budget
     └── RunStopped ................ the whole run stops; it can be resumed
-        ├── AuthenticationError ... 401, or a 403 that is not a rate limit
+        ├── AuthenticationError ... 401 (v3: after one renewal), a 403 that is not a rate
+        │                           limit, or a refresh token that is no longer valid
         ├── QuotaExhausted ........ the daily quota is spent; resets at 00:00 UTC
         │   └── RequestLimitReached  this run's --max-requests is spent; run it again
         ├── ServiceUnavailable .... the host cannot be reached, is not the API, fails or

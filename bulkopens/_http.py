@@ -23,7 +23,7 @@ import errno
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -46,6 +46,9 @@ from bulkopens._exceptions import (
 )
 from bulkopens._redact import Redactor
 from bulkopens._timefmt import next_utc_midnight
+
+if TYPE_CHECKING:
+    from bulkopens._tokens import TokenProvider  # where a v3 request's Bearer token comes from
 
 USER_AGENT = "bulkopens (+https://pypi.org/project/bulkopens/)"
 _THROTTLE_KEYS = {"throttled", "mashery.not.authorized.over.qps"}
@@ -74,16 +77,6 @@ class Unreachable(TransientError):
     """No connection could be made to the API host (refused, DNS, unreachable, a connect
     timeout, TLS). Retried like any transient failure; the run's breaker stops the run when the
     host stays unreachable."""
-
-
-class TokenProvider(Protocol):
-    """Where a v3 request's Bearer token comes from (bulkopens._tokens, or an app's own)."""
-
-    async def access_token(self) -> str: ...
-
-    async def refreshed(self, rejected: str) -> str: ...
-
-    def secrets(self) -> tuple[str, ...]: ...
 
 
 class TokenRejected(RetryableError):

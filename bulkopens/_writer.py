@@ -335,5 +335,5 @@ class StreamSink:
                     stats.contacts_failed += 1
                 else:  # counted by the claimer (stats.contacts_invalid)
                     noun = "campaign" if stats.unit == "campaigns" else "contact"
-                    error = InvalidContactId(f"not a v2 {noun} id (a positive integer)")
+                    error = InvalidContactId(f"not a {noun} id of this API; no request was made")
                     self.failures.append(Failure(item.raw, error))

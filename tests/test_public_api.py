@@ -7,6 +7,8 @@ from pathlib import Path
 
 import bulkopens
 import bulkopens.simulator
+from bulkopens import _exceptions
+from bulkopens._config import Settings
 
 PACKAGE = Path(bulkopens.__file__).parent
 
@@ -35,8 +37,11 @@ def test_package_is_typed() -> None:
 
 
 def test_error_tree_is_named_after_what_happens_next() -> None:
-    assert issubclass(bulkopens.ThrottledError, bulkopens.RetryableError)
-    assert issubclass(bulkopens.TransientError, bulkopens.RetryableError)
+    # The retried errors stay inside the engine: never raised to a caller, so not public.
+    assert issubclass(_exceptions.ThrottledError, _exceptions.RetryableError)
+    assert issubclass(_exceptions.TransientError, _exceptions.RetryableError)
+    for internal in ("RetryableError", "TransientError", "ThrottledError", "Settings", "REPORTS"):
+        assert not hasattr(bulkopens, internal), internal
     assert issubclass(bulkopens.ContactNotFound, bulkopens.ContactError)
     assert issubclass(bulkopens.RetriesExhausted, bulkopens.ContactError)
     for fatal in (
@@ -60,5 +65,5 @@ def test_no_module_level_mutable_state_or_loop_bound_objects() -> None:
 
 
 def test_settings_hide_secrets_from_repr() -> None:
-    settings = bulkopens.Settings(api_key="key-very-secret-1", token="token-very-secret-2")
+    settings = Settings(api_key="key-very-secret-1", token="token-very-secret-2")
     assert "very-secret" not in repr(settings)
