@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import bulkopens
-from bulkopens._state import DONE, ContactMark, Store
+from bulkopens._state import DONE, ItemMark, Store
 
 FP = {"report": "opens", "since": None, "base_url": "http://127.0.0.1:9/"}
 BATCH = 50_000
@@ -30,7 +30,7 @@ def build_state(out: Path, n: int) -> float:
     for start in range(1, n + 1, BATCH):
         ids = [str(i) for i in range(start, min(n, start + BATCH - 1) + 1)]
         store.claim(ids, since=None, retry_failed=False)
-        marks = {i: ContactMark(status=DONE, newest=stamp, oldest=stamp) for i in ids}
+        marks = {i: ItemMark(status=DONE, newest=stamp, oldest=stamp) for i in ids}
         store.commit([], marks, [], 0, None, None)
     store.finish(complete=True)
     store.close()

@@ -28,24 +28,17 @@ import hashlib
 import math
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from yarl import URL
 
 from bulkopens._api import Api, CampaignList, Mapper
 from bulkopens._api._v2 import V2
 from bulkopens._exceptions import ConfigurationError
-from bulkopens._http import Page
+from bulkopens._http import Fetcher
 from bulkopens._pipeline import IdBatches, IdSource, map_concurrently, shorten_input
 from bulkopens._reports import Report, Scope
 from bulkopens._types import Strategy
-
-
-class Fetcher(Protocol):
-    async def fetch(self, url: URL) -> Page: ...
-
-    async def fetch_object(self, url: URL) -> dict[str, Any]: ...
-
 
 # -- the requested contacts ---------------------------------------------------------------------
 

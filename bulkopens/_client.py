@@ -556,7 +556,7 @@ class Client:
         not obvious from it, one summary per sent campaign (``plan.spent`` requests)."""
         settings = self._with(report=report)
         job = Job("contact", _id_source(contact_ids, "contact_ids"), strategy)
-        job.check(report)
+        job.check(report, settings.api)
         session, gate = self._start()
         run = await open_run(settings, job, session, gate, on_request=self._on_request)
         assert run.contacts is not None  # a contact job with a strategy reads its ids whole
@@ -609,7 +609,7 @@ class Client:
             durable=self._durable,
             max_file_bytes=max_file_bytes or self._settings.max_file_bytes,
         )
-        job.check(settings.report)
+        job.check(settings.report, settings.api)
         session, gate = self._start()
         out = Path(out_dir)
         await anyio.to_thread.run_sync(_prepare_out, out)
@@ -902,7 +902,7 @@ class RecordStream(Generic[R]):
     def __init__(
         self, client: Client, settings: Settings, job: Job, buffer: int, total: int | None
     ) -> None:
-        job.check(settings.report)
+        job.check(settings.report, settings.api)
         if buffer < 1:
             raise ValueError("buffer must be at least 1 (records)")
         self._client = client

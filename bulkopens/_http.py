@@ -23,7 +23,7 @@ import errno
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
@@ -106,6 +106,23 @@ class Page:
     next_link: str | None
     body: bytes | None = None
     key: str = "results"  # the answer's key of the records' array
+
+
+class Fetcher(Protocol):
+    """The request path as its users see it (the walker, the summaries, the planner, the id
+    mapping, ``check``): the retrying, paced ``PageFetcher``, or an iterator's credited one."""
+
+    async def fetch(self, url: URL) -> Page:
+        """One page of records (a paged answer)."""
+        ...
+
+    async def fetch_object(self, url: URL) -> dict[str, Any]:
+        """One JSON object (a summary, a campaign, an id mapping)."""
+        ...
+
+    async def fetch_list(self, url: URL) -> list[dict[str, Any]]:
+        """One bare JSON array of objects (summaryByCampaign)."""
+        ...
 
 
 def new_session(

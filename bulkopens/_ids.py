@@ -10,18 +10,14 @@ Integers only: orjson reads a 13-digit id as an exact int, never through a float
 from __future__ import annotations
 
 import operator
-from typing import Any, Protocol
+from typing import Any
 
 from yarl import URL
 
-from bulkopens._http import Page
+from bulkopens._http import Fetcher, Page
 
 ID_FIELDS = ("campaign_id", "contact_id")
 _TEXT_OR_ABSENT = frozenset({str, type(None)})
-
-
-class Fetcher(Protocol):
-    async def fetch(self, url: URL) -> Page: ...
 
 
 def stringify_ids(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -50,3 +46,9 @@ class StringIdPages:
         page = await self._fetcher.fetch(url)
         # The records may change, so their text can no longer be cut from the body.
         return Page(stringify_ids(page.results), page.next_link)
+
+    async def fetch_object(self, url: URL) -> dict[str, Any]:
+        return await self._fetcher.fetch_object(url)
+
+    async def fetch_list(self, url: URL) -> list[dict[str, Any]]:
+        return await self._fetcher.fetch_list(url)

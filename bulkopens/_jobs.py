@@ -85,8 +85,9 @@ class Job:
     ids: IdSource
     strategy: Strategy = "contact"
 
-    def check(self, report: str) -> None:
-        """ConfigurationError for a combination that cannot run (before any request)."""
+    def check(self, report: str, api: str = "v2") -> None:
+        """ConfigurationError for a combination that cannot run: before any request, and
+        before any state is opened (a refused command leaves ``--out`` as it was)."""
         if self.strategy not in STRATEGIES:
             raise ConfigurationError(
                 f"unknown strategy {self.strategy!r}; one of {', '.join(STRATEGIES)}"
@@ -94,6 +95,7 @@ class Job:
         spec = REPORTS.get(report)
         if spec is None:
             return  # Settings says so
+        api_for(api).check_report(spec, "campaign" if self.mode == "campaign" else "contact")
         if self.mode == "campaign" and not spec.for_campaigns:
             raise ConfigurationError(
                 f"the {report} report exists for contacts only; campaigns have "

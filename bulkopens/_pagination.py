@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncGenerator, Container, Sequence
 from dataclasses import replace
 from secrets import token_bytes
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import orjson
 from yarl import URL
@@ -16,7 +16,7 @@ from bulkopens._api import Api
 from bulkopens._api._links import resolve_next
 from bulkopens._api._v2 import V2
 from bulkopens._exceptions import BadAnswer, BadRequest, ContactError, ForeignNextLink
-from bulkopens._http import Page
+from bulkopens._http import Fetcher, Page
 from bulkopens._reports import Report, Scope
 from bulkopens._timefmt import canonical
 from bulkopens._work import PageBatch, Work, line_hash, line_of, lines_of
@@ -33,10 +33,6 @@ RESTART = "bulkopens:restart"
 # The API's own time form, YYYY-MM-DDTHH:MM:SS.mmmZ (24 characters), sorts as time does.
 _STAMP_LENGTH = 24
 _STAMP_PUNCTUATION = ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z"))
-
-
-class Fetcher(Protocol):
-    async def fetch(self, url: URL) -> Page: ...
 
 
 # Bytes the text of a cut page must not hold: whitespace, and brackets (no array but results).
@@ -96,7 +92,7 @@ def first_url(
 ) -> URL:
     """The item's first page: ``since`` goes to the API when it takes a date filter (v2)."""
     since = work.since if api.date_filter else None
-    return api.report_url(base, report, scope, work.contact_id, page_size, since)
+    return api.report_url(base, report, scope, work.item_id, page_size, since)
 
 
 async def walk(
@@ -170,7 +166,7 @@ async def walk(
             if content in contents:
                 # The same records again under another URL: a loop. Keep nothing of this page,
                 # and leave the cursor so that a later attempt starts over (deduplicated).
-                yield PageBatch(work.contact_id, [], RESTART, work=work)
+                yield PageBatch(work.item_id, [], RESTART, work=work)
                 raise _loop(pages)
             contents.add(content)
         cursor: str | None = None
@@ -266,9 +262,9 @@ def _batch(
                 text = b"".join(raw if index is None else [raw[i] for i in index])
         if text is None:
             text = lines_of(kept)
-        batch = PageBatch(work.contact_id, [], next_link, work=work, lines=text, count=len(kept))
+        batch = PageBatch(work.item_id, [], next_link, work=work, lines=text, count=len(kept))
     else:
-        batch = PageBatch(work.contact_id, kept, next_link, work=work)
+        batch = PageBatch(work.item_id, kept, next_link, work=work)
     if None not in stamps:
         if stamps:
             _set_ends_ordered(batch, kept, cast("list[str]", stamps))

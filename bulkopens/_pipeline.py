@@ -45,7 +45,7 @@ from bulkopens._exceptions import (
     RunStopped,
     TransientError,
 )
-from bulkopens._http import Page, Transport
+from bulkopens._http import Fetcher, Page, Transport
 from bulkopens._ids import StringIdPages
 from bulkopens._log import http_log, run_log
 from bulkopens._pagination import PageBatch, Work, walk
@@ -56,7 +56,7 @@ from bulkopens._retry import PageFetcher, RetryPolicy
 from bulkopens._state import AsyncStore, Claim, Store
 from bulkopens._stats import Progress, RequestMetrics, Stats, last_status
 from bulkopens._summaries import walk_summary
-from bulkopens._writer import ContactFailed, InvalidInput, Result, Sink
+from bulkopens._writer import InvalidInput, ItemFailed, Result, Sink
 
 if TYPE_CHECKING:
     import aiohttp
@@ -483,13 +483,13 @@ async def _work(
                         stats.pages += 1
                         await _hand_on(results, page)
             except ContactError as exc:
-                error = exc.for_contact(work.contact_id)
-                await results.send(ContactFailed(work.contact_id, error, work))
+                error = exc.for_contact(work.item_id)
+                await results.send(ItemFailed(work.item_id, error, work))
             except RunStopped as exc:
                 stopper.stop(exc)
                 return
             except Exception as exc:  # one bad answer fails one item, never the run
-                await results.send(ContactFailed(work.contact_id, _unexpected(exc), work))
+                await results.send(ItemFailed(work.item_id, _unexpected(exc), work))
 
 
 def _unexpected(exc: Exception) -> ContactError:
@@ -505,23 +505,13 @@ def _unexpected(exc: Exception) -> ContactError:
     return error
 
 
-class AnyFetcher(Protocol):
-    """What a walk asks of its fetcher (PageFetcher, or a stream's credited one)."""
-
-    async def fetch(self, url: URL) -> Page: ...
-
-    async def fetch_object(self, url: URL) -> dict[str, Any]: ...
-
-    async def fetch_list(self, url: URL) -> list[dict[str, Any]]: ...
-
-
 class _Credited:
     """A fetcher that takes a read-ahead credit before each request. A page that arrives keeps
     its credit (``taken``) until it reaches the consumer; a request that fails gives it back."""
 
     __slots__ = ("_credits", "_fetcher", "taken")
 
-    def __init__(self, fetcher: AnyFetcher, credits: anyio.Semaphore) -> None:
+    def __init__(self, fetcher: Fetcher, credits: anyio.Semaphore) -> None:
         self._fetcher = fetcher
         self._credits = credits
         self.taken = 0
@@ -547,7 +537,7 @@ class _Credited:
 
 
 def item_walker(
-    settings: Settings, options: RunOptions, fetcher: AnyFetcher, *, lines: bool = False
+    settings: Settings, options: RunOptions, fetcher: Fetcher, *, lines: bool = False
 ) -> Callable[[Work], AsyncGenerator[PageBatch, None]]:
     """How a worker fetches one work item: every page of an activity report, or the one
     answer of a summary report. Records of campaign-tracking answers get string ids. With
@@ -576,7 +566,7 @@ def item_walker(
 
 
 def _walker(
-    settings: Settings, options: RunOptions, fetcher: AnyFetcher, lines: bool
+    settings: Settings, options: RunOptions, fetcher: Fetcher, lines: bool
 ) -> Callable[[Work], AsyncGenerator[PageBatch, None]]:
     base, report, scope, keep = settings.base, settings.report_spec, options.scope, options.keep
     api = api_for(settings.api)

@@ -86,11 +86,6 @@ class ItemMark:
     error: str | None = None
 
 
-# The name the writer's marks had when every work item was called a contact: kept until
-# benchmarks/resume_time.py takes the new one.
-ContactMark = ItemMark
-
-
 @dataclass(frozen=True, slots=True)
 class FileMark:
     name: str

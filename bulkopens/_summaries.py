@@ -16,21 +16,16 @@ the API's object lacks it, and ids written as numbers become strings.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Container
-from typing import Any, Protocol
+from typing import Any
 
 from yarl import URL
 
 from bulkopens._api import Api
 from bulkopens._api._v2 import V2
+from bulkopens._http import Fetcher
 from bulkopens._ids import stringify_ids
 from bulkopens._reports import Report, Scope
 from bulkopens._work import PageBatch, Work
-
-
-class Fetcher(Protocol):
-    async def fetch_object(self, url: URL) -> dict[str, Any]: ...
-
-    async def fetch_list(self, url: URL) -> list[dict[str, Any]]: ...
 
 
 def summary_url(base: URL, report: Report, scope: Scope, item_id: str, api: Api = V2) -> URL:
@@ -66,12 +61,12 @@ async def walk_summary(
     lines whose ``contact_id`` is in it are kept. Raises whatever ``fetcher`` raises
     (ContactNotFound for a 404, RetriesExhausted, the run-stopping errors).
     """
-    url = summary_url(base, report, scope, work.contact_id, api)
+    url = summary_url(base, report, scope, work.item_id, api)
     if report.shape == "object":
         records = [await fetcher.fetch_object(url)]
     else:
         records = await fetcher.fetch_list(url)
-    owned(records, scope, work.contact_id)
+    owned(records, scope, work.item_id)
     if keep is not None:
         records = [r for r in records if r.get("contact_id") in keep]
-    yield PageBatch(work.contact_id, records, None, work=work)
+    yield PageBatch(work.item_id, records, None, work=work)

@@ -19,42 +19,42 @@ import orjson
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """One contact to fetch, and where to start. In campaign scope, ``contact_id`` holds the
-    campaign's id: a work item is whatever the report is asked about.
+    """One work item to fetch, and where to start: a contact, or in campaign scope a campaign
+    (v3: a campaign activity); ``item_id`` is whatever the report is asked about.
 
     ``cursor`` is a committed next_link to resume from (None = page one). ``since`` is sent as
     ``created_since``; records dated exactly ``since`` whose line hash is in ``seen_at_since``
     were written by an earlier run and are dropped (``created_since`` is inclusive).
 
-    ``oldest`` .. ``newest`` is the span this run already wrote for the contact, walking down
+    ``oldest`` .. ``newest`` is the span this run already wrote for the item, walking down
     from the top. If the API refuses a resumed cursor, the walk restarts from page one
     (``restart``) and drops the records inside that span, so nothing is written twice.
     """
 
-    contact_id: str
+    item_id: str
     cursor: str | None = None
     since: str | None = None
     seen_at_since: frozenset[bytes] = frozenset()
-    newest: str | None = None  # newest activity time already written for this contact
+    newest: str | None = None  # newest activity time already written for this item
     newest_seen: frozenset[bytes] = frozenset()  # line hashes of the records dated ``newest``
-    oldest: str | None = None  # oldest activity time written for this contact in this run
+    oldest: str | None = None  # oldest activity time written for this item in this run
     oldest_seen: frozenset[bytes] = frozenset()  # line hashes of the records dated ``oldest``
     restart: bool = False
 
 
 @dataclass(slots=True)
 class PageBatch:
-    """The records of one page of one contact, and where the walk goes next.
+    """The records of one page of one work item, and where the walk goes next.
 
     The records come as dicts (``records``), or already as NDJSON (``lines``, with ``records``
     empty) when the sink writes files: they are then serialised by the worker right after
     parsing, while they are hot in the CPU cache, and the dicts are freed at once.
     """
 
-    contact_id: str
+    item_id: str
     records: list[dict[str, Any]]
     # The cursor after this page: the next page's path and query, without credentials, so it
-    # is safe to store; None when the contact is complete.
+    # is safe to store; None when the item is complete.
     next_link: str | None
     newest: str | None = None  # newest canonical activity time on this page
     oldest: str | None = None  # oldest canonical activity time on this page

@@ -49,9 +49,6 @@ class InvalidInput:
 
 Result = PageBatch | ItemFailed | InvalidInput
 
-# Its name from when every work item was called a contact: kept until _pipeline.py takes the
-# new one.
-ContactFailed = ItemFailed
 
 # Idle commits are at least this far apart, so a fast run does not fsync after every page.
 _MIN_COMMIT_GAP = 0.2
@@ -184,7 +181,7 @@ class FileSink:
         # No await in here: a result is applied whole or not at all, even under cancellation.
         stats = self._stats
         if isinstance(item, PageBatch):
-            cid = item.contact_id
+            cid = item.item_id
             mark = self._mark(cid, item.work)
             n = item.count
             if n:

@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Any, Protocol
 
 from yarl import URL
 
 from bulkopens._api import Api
 from bulkopens._exceptions import ConfigurationError, ContactError
+from bulkopens._http import Fetcher
 from bulkopens._pipeline import IdBatches, IdSource
 from bulkopens._reports import Scope
 from bulkopens._state import AsyncStore
 
 _ASYNC_CHUNK = 500  # ids of an async source mapped per request
-
-
-class Fetcher(Protocol):
-    async def fetch_object(self, url: URL) -> dict[str, Any]: ...
 
 
 class IdMapper:

@@ -51,6 +51,12 @@ class FakeFetcher:
         self.urls.append(url)
         return self.pages[str(url.relative())]
 
+    async def fetch_object(self, url: URL) -> dict[str, Any]:
+        raise AssertionError(f"a walk asks for pages only, not {url}")
+
+    async def fetch_list(self, url: URL) -> list[dict[str, Any]]:
+        raise AssertionError(f"a walk asks for pages only, not {url}")
+
 
 async def collect(fetcher: FakeFetcher, work: Work, page_size: int = 500) -> list[PageBatch]:
     return [b async for b in walk(fetcher, BASE, OPENS, work, page_size)]

@@ -422,12 +422,6 @@ async def test_a_retired_xref_endpoint_is_one_clear_error(sim: Simulator, tmp_pa
     assert "\n" not in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Client.export(report='summary') on v3 raises an ExceptionGroup wrapping the "
-    "ConfigurationError (check_report runs in _pipeline.run_pipeline's task group, "
-    "_pipeline.py:286 item_walker -> _walker -> V3.check_report), not the ConfigurationError",
-)
 @pytest.mark.parametrize("report", ["summary", "summary-by-campaign"])
 async def test_a_summary_report_is_refused_on_v3_before_any_request(
     sim: Simulator, tmp_path: Path, report: bulkopens.ReportName

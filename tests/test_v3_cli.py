@@ -614,13 +614,6 @@ def test_a_summary_report_and_an_unknown_api_are_one_line_and_exit_2(
     assert sim.stats()["requests"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the refused summary report on v3 has already written a state in --out "
-    "(.bulkopens/state.sqlite3 with --report summary): the corrected command is refused with "
-    "'other settings (--report summary -> opens)' unless --fresh; V3.check_report runs in "
-    "_pipeline.run_pipeline, after the state is opened",
-)
 def test_a_refused_summary_report_leaves_the_out_as_it_was(
     tmp_path: Path, clean_sim: SimProcess
 ) -> None:

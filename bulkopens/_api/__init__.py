@@ -14,25 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from yarl import URL
 
 from bulkopens._exceptions import ConfigurationError
 from bulkopens._reports import Report, Scope
 
+if TYPE_CHECKING:
+    from bulkopens._http import Fetcher  # the request path (a type only: _http imports this)
+
 ApiName = Literal["v2", "v3"]
 #: ``each(fn, xs)``: ``[await fn(x) for x in xs]``, run concurrently by the engine.
 Mapper = Callable[[Callable[[str], Awaitable[Any]], Sequence[str]], Awaitable[list[Any]]]
 API_NAMES: tuple[ApiName, ...] = ("v2", "v3")
-
-
-class PageFetcher(Protocol):
-    """What listing campaigns asks of the request path (paced, retried)."""
-
-    async def fetch(self, url: URL) -> Any: ...  # a bulkopens._http.Page
-
-    async def fetch_object(self, url: URL) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +126,12 @@ class Api:
         """A cheap request that any key able to read tracking can make (``check``)."""
         raise NotImplementedError
 
-    async def sent_campaigns(self, fetcher: PageFetcher, base: URL, each: Mapper) -> CampaignList:
+    async def sent_campaigns(self, fetcher: Fetcher, base: URL, each: Mapper) -> CampaignList:
         """Every sent campaign's work items, in the API's order."""
         raise NotImplementedError
 
     async def campaign_items(
-        self, fetcher: PageFetcher, base: URL, campaign_ids: Sequence[str], each: Mapper
+        self, fetcher: Fetcher, base: URL, campaign_ids: Sequence[str], each: Mapper
     ) -> CampaignList:
         """The work items of the given campaigns (``--campaigns FILE``): the ids themselves."""
         return CampaignList(list(campaign_ids), 0)
@@ -152,7 +147,7 @@ class Api:
 
     async def campaign_counts(
         self,
-        fetcher: PageFetcher,
+        fetcher: Fetcher,
         base: URL,
         report: Report,
         listed: CampaignList,
@@ -195,4 +190,4 @@ def api_for(name: str) -> Api:
     raise ConfigurationError(f"--api must be v2 or v3; got {name[:20]!r}")
 
 
-__all__ = ["API_NAMES", "Api", "ApiName", "CampaignList", "Mapper", "PageFetcher", "api_for"]
+__all__ = ["API_NAMES", "Api", "ApiName", "CampaignList", "Mapper", "api_for"]

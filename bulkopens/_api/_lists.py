@@ -13,11 +13,12 @@ from bulkopens._config import DEFAULT_MAX_PAGES
 from bulkopens._exceptions import ConfigurationError, ContactError, ForeignNextLink
 
 if TYPE_CHECKING:
-    from bulkopens._api import Api, PageFetcher
+    from bulkopens._api import Api
+    from bulkopens._http import Fetcher
 
 
 async def list_rows(
-    api: Api, fetcher: PageFetcher, base: URL, url: URL, what: str
+    api: Api, fetcher: Fetcher, base: URL, url: URL, what: str
 ) -> AsyncIterator[list[Any]]:
     """Yield the rows of each page of the list at ``url``, following next links.
 

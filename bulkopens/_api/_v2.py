@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from bulkopens._api import Api, CampaignList, Mapper, PageFetcher
+from bulkopens._api import Api, CampaignList, Mapper
 from bulkopens._api._lists import list_rows
 from bulkopens._config import MAX_PAGE_SIZE, api_url, parse_contact_id
 from bulkopens._exceptions import ContactError
 from bulkopens._reports import Report, Scope
+
+if TYPE_CHECKING:
+    from bulkopens._http import Fetcher
 
 #: Each report's path below ``.../tracking`` and the field that dates its records (None: the
 #: mixed ``all`` report, dated per record by its ``activity_type``; the summaries: undated).
@@ -99,7 +102,7 @@ class _V2(Api):
     def check_url(self, base: URL) -> URL:
         return api_url(base, _CAMPAIGNS).with_query(status="SENT", limit="1")
 
-    async def sent_campaigns(self, fetcher: PageFetcher, base: URL, each: Mapper) -> CampaignList:
+    async def sent_campaigns(self, fetcher: Fetcher, base: URL, each: Mapper) -> CampaignList:
         """``GET /v2/emailmarketing/campaigns?status=SENT&limit=50``, every page."""
         url = api_url(base, _CAMPAIGNS).with_query(status="SENT", limit=str(self.list_page_size))
         ids: list[str] = []
@@ -121,7 +124,7 @@ class _V2(Api):
 
     async def campaign_counts(
         self,
-        fetcher: PageFetcher,
+        fetcher: Fetcher,
         base: URL,
         report: Report,
         listed: CampaignList,

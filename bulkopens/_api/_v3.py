@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
-from bulkopens._api import Api, CampaignList, Mapper, PageFetcher
+from bulkopens._api import Api, CampaignList, Mapper
 from bulkopens._api._lists import list_rows
 from bulkopens._config import api_url, parse_contact_id
 from bulkopens._exceptions import ConfigurationError, ContactError
 from bulkopens._reports import Report, Scope
+
+if TYPE_CHECKING:
+    from bulkopens._http import Fetcher
 
 #: Each activity report's kind (activity_details) and email-report path (§5.1, §5.2), and the
 #: key of the campaign summaries' ``unique_counts`` that counts it.
@@ -122,7 +125,7 @@ class _V3(Api):
     def check_url(self, base: URL) -> URL:
         return api_url(base, "/v3/emails").with_query(limit="1")
 
-    async def sent_campaigns(self, fetcher: PageFetcher, base: URL, each: Mapper) -> CampaignList:
+    async def sent_campaigns(self, fetcher: Fetcher, base: URL, each: Mapper) -> CampaignList:
         """``GET /v3/emails`` (every page), then each sent campaign's activities."""
         url = api_url(base, "/v3/emails").with_query(limit=str(LIST_PAGE))
         ids: list[str] = []
@@ -142,7 +145,7 @@ class _V3(Api):
         return CampaignList(listed.items, pages + listed.requests, listed.owner)
 
     async def campaign_items(
-        self, fetcher: PageFetcher, base: URL, campaign_ids: Sequence[str], each: Mapper
+        self, fetcher: Fetcher, base: URL, campaign_ids: Sequence[str], each: Mapper
     ) -> CampaignList:
         """Each campaign's ``primary_email`` and ``resend`` activities (one request each)."""
 
@@ -179,7 +182,7 @@ class _V3(Api):
 
     async def campaign_counts(
         self,
-        fetcher: PageFetcher,
+        fetcher: Fetcher,
         base: URL,
         report: Report,
         listed: CampaignList,
