@@ -27,6 +27,7 @@ from bulkopens._disk import open_new, refuse_link, write_error
 from bulkopens._exceptions import ConfigurationError, RunStopped
 from bulkopens._files import RecordFiles
 from bulkopens._state import Store
+from bulkopens._stats import Counts
 from bulkopens._types import RunStatus
 
 SUMMARY = "summary.json"
@@ -35,24 +36,15 @@ MANIFEST = "manifest.json"
 ID_MAP = "id-map.ndjson"  # v3 runs given v2 ids: how each was mapped (xref)
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """What one run (one call of export, or one iteration) did."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary(Counts):
+    """What one run (one call of export, or one iteration) did: its :class:`Counts`, and how
+    it ended."""
 
     # complete | incomplete | interrupted | quota_exhausted | auth_failed | config_error |
     # output_error
     status: RunStatus
     report: str
-    contacts_done: int
-    contacts_failed: int
-    contacts_skipped: int
-    contacts_invalid: int
-    duplicates: int
-    records: int
-    pages: int
-    requests: int
-    retries: int
-    throttles: int
     responses: dict[int, int]
     elapsed_seconds: float
     out_dir: str | None = None
@@ -74,7 +66,8 @@ class Summary:
         return "campaigns" if "campaign" in (self.mode, via) else "contacts"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # How it ended first, then the counts (the order summary.json has always had).
+        data = {"status": self.status, "report": self.report} | asdict(self)
         data["responses"] = {str(k): v for k, v in sorted(self.responses.items())}
         return data
 

@@ -250,18 +250,9 @@ def summarise(
     stopped before it was set up)."""
     snap = stats.snapshot()
     return Summary(
+        **stats.counts(),
         status=status,
         report=settings.report,
-        contacts_done=snap.contacts_done,
-        contacts_failed=snap.contacts_failed,
-        contacts_skipped=snap.contacts_skipped,
-        contacts_invalid=snap.contacts_invalid,
-        duplicates=snap.duplicates,
-        records=snap.records,
-        pages=snap.pages,
-        requests=snap.requests,
-        retries=snap.retries,
-        throttles=snap.throttles,
         responses=dict(stats.responses),
         elapsed_seconds=round(snap.elapsed, 3),
         error=str(error) if error else None,

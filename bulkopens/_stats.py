@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 # The HTTP status of the answer this task read last (set as it is counted): how the request
 # metrics hook learns the status of an answer that the transport turned into an exception.
@@ -39,35 +40,49 @@ class RequestMetrics:
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
-    """A snapshot of a run's counters, as given to ``on_progress`` and kept in the summary."""
+class Counts:
+    """What a run has done, counted once for every view of it: the live :class:`Stats`
+    (:meth:`Stats.counts`), the :class:`Progress` a hook sees and the run's ``Summary`` are
+    these counts and more. ``contacts_*`` count the work items: contacts, or campaigns when
+    the run went by campaign (the name is public and stays)."""
 
-    contacts_total: int | None  # known only when the input's size is known
-    contacts_seen: int  # distinct valid ids taken from the input so far
-    contacts_done: int
-    contacts_failed: int
-    contacts_skipped: int  # already complete (or failed for good) in an earlier attempt
-    contacts_invalid: int
-    duplicates: int
-    records: int
-    pages: int
-    requests: int
-    retries: int
-    throttles: int
-    elapsed: float
-    rate: float  # the pacer's current effective rate (inf when unlimited)
-    finished: bool
-    unit: str = "contacts"  # what the contacts_* counters count: contacts, or campaigns
-    paused: float = 0.0  # seconds left in a pool-wide pause after a throttle (0: not paused)
+    contacts_done: int = 0
+    contacts_failed: int = 0
+    contacts_skipped: int = 0  # already complete (or failed for good) in an earlier attempt
+    contacts_invalid: int = 0
+    duplicates: int = 0
+    records: int = 0
+    pages: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
 
     @property
     def contacts_finished(self) -> int:
         return self.contacts_done + self.contacts_failed + self.contacts_skipped
 
 
+#: The names of the counts, in order.
+COUNTS = tuple(f.name for f in fields(Counts))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress(Counts):
+    """A snapshot of a run's counters, as given to ``on_progress``."""
+
+    contacts_total: int | None  # known only when the input's size is known
+    contacts_seen: int  # distinct valid ids taken from the input so far
+    elapsed: float
+    rate: float  # the pacer's current effective rate (inf when unlimited)
+    finished: bool
+    unit: str = "contacts"  # what the contacts_* counters count: contacts, or campaigns
+    paused: float = 0.0  # seconds left in a pool-wide pause after a throttle (0: not paused)
+
+
 @dataclass(slots=True)
 class Stats:
-    """Mutable counters, written only by the pipeline's own tasks."""
+    """Mutable counters, written only by the pipeline's own tasks: every :class:`Counts`
+    field (a test holds the two to the same names), and what only a live run knows."""
 
     contacts_total: int | None = None
     contacts_seen: int = 0
@@ -86,20 +101,15 @@ class Stats:
     finished: bool = False
     unit: str = "contacts"
 
+    def counts(self) -> dict[str, Any]:
+        """The :class:`Counts` fields as they stand, by name (for a Progress or a Summary)."""
+        return {name: getattr(self, name) for name in COUNTS}
+
     def snapshot(self, rate: float = float("inf"), paused: float = 0.0) -> Progress:
         return Progress(
+            **self.counts(),
             contacts_total=self.contacts_total,
             contacts_seen=self.contacts_seen,
-            contacts_done=self.contacts_done,
-            contacts_failed=self.contacts_failed,
-            contacts_skipped=self.contacts_skipped,
-            contacts_invalid=self.contacts_invalid,
-            duplicates=self.duplicates,
-            records=self.records,
-            pages=self.pages,
-            requests=self.requests,
-            retries=self.retries,
-            throttles=self.throttles,
             elapsed=time.monotonic() - self.started,
             rate=rate,
             finished=self.finished,

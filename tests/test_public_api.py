@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import bulkopens
@@ -67,3 +68,17 @@ def test_no_module_level_mutable_state_or_loop_bound_objects() -> None:
 def test_settings_hide_secrets_from_repr() -> None:
     settings = Settings(api_key="key-very-secret-1", token="token-very-secret-2")
     assert "very-secret" not in repr(settings)
+
+
+def test_one_counts_type_for_the_live_counters_progress_and_summary() -> None:
+    """Stats, Progress and Summary count the same things under the same names: Progress and
+    Summary are Counts, and Stats holds every Counts field (in the same order)."""
+    from bulkopens._stats import COUNTS, Counts, Stats
+
+    assert issubclass(bulkopens.Progress, Counts)
+    assert issubclass(bulkopens.Summary, Counts)
+    live = [f.name for f in dataclasses.fields(Stats) if f.name in COUNTS]
+    assert live == list(COUNTS)
+    stats = Stats(records=7, requests=3)
+    assert stats.snapshot().records == 7
+    assert {name: getattr(stats.snapshot(), name) for name in COUNTS} == stats.counts()
