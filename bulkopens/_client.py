@@ -124,6 +124,7 @@ class Client:
         *,
         api: Literal["v2", "v3"] = "v2",
         tokens: TokenProvider | None = None,
+        client_id: str = "",
         base_url: str = "",
         rate: float = DEFAULT_RATE,
         concurrency: int | None = None,
@@ -145,6 +146,7 @@ class Client:
             token=token,
             api=api,
             tokens=tokens,
+            client_id=client_id,
             base_url=base_url,
             rate=rate,
             concurrency=concurrency,
@@ -780,7 +782,7 @@ def _key_of(settings: Settings) -> str:
     client id (the v3 "API key") when the token provider knows it, else the token."""
     if settings.api == "v2":
         return settings.api_key
-    client_id = getattr(settings.tokens, "client_id", None)
+    client_id = settings.client_id or getattr(settings.tokens, "client_id", None)
     return client_id if isinstance(client_id, str) and client_id else settings.token
 
 

@@ -121,6 +121,9 @@ class Settings:
     api: str = "v2"  # which Constant Contact API: v2 or v3
     # v3: a token provider (bulkopens.TokenFile, or an app's own) in place of ``token``.
     tokens: Any = field(default=None, repr=False, compare=False)
+    # v3: the app's client id, its "API key": what the key's shared budget is kept under
+    # ("" = the token provider's, else the token's).
+    client_id: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.api not in DEFAULT_BASE_URLS:

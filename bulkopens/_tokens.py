@@ -446,6 +446,20 @@ class TokenFile:
             await self._oauth.aclose()
             self._oauth = None
 
+    @property
+    def client_id(self) -> str | None:
+        """The app's client id (v3's "API key", what its budget is kept under): the one
+        given, else the token file's (read now if it was not yet), or None without one."""
+        if self._client_id is not None:
+            return self._client_id
+        if self._current is None:
+            try:
+                found = read_tokens(self.path)
+            except (AuthenticationError, ConfigurationError, OSError):
+                return None
+            return found.client_id if found is not None else None
+        return self._current.client_id
+
     # -- for auth status --------------------------------------------------------------------
 
     @property

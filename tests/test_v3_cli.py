@@ -627,3 +627,23 @@ def test_a_refused_summary_report_leaves_the_out_as_it_was(
     corrected = run(fetch_args(path, out, "--rate", "0"), env)
     assert corrected.returncode == 0, corrected.stderr
     assert_exact(record_lines(out), truth_lines(sim, contacts))
+
+
+def test_the_budget_of_a_v3_run_is_kept_under_the_apps_client_id(
+    tmp_path: Path, clean_sim: SimProcess
+) -> None:
+    """The local ledger counts a v3 run's requests under the app's client id (v3's "API
+    key"), and ``quota`` reads them there: with a static token as with the token file."""
+    sim = clean_sim
+    path = write_ids(tmp_path / "contacts.txt", contact_uuids(sim, range(1, 6)))
+    env = {**token_env(sim, tmp_path), "CTCT_CLIENT_ID": "app-one"}
+    env.pop("CTCT_API_KEY", None)
+    done = run(fetch_args(path, tmp_path / "out", "--rate", "50", "--api", "v3"), env)
+    assert done.returncode == 0, done.stderr
+    requests = json.loads((tmp_path / "out" / "summary.json").read_text())["requests"]
+    quota = run(["quota", "--api", "v3", "--json"], env)
+    assert quota.returncode == 0, quota.stderr
+    assert json.loads(quota.stdout)["spent"] == requests
+    other = run(["quota", "--api", "v3", "--json"], {**env, "CTCT_CLIENT_ID": "app-two"})
+    assert json.loads(other.stdout)["spent"] == 0
+    assert "app-one" not in quota.stdout + quota.stderr + done.stderr

@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import anyio
 
 from bulkopens import ConfigurationError, ServiceUnavailable
-from bulkopens._config import DEFAULT_BASE_URL
 from bulkopens.cli._parser import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from bulkopens.cli._run import _fail, budget_of
+from bulkopens.cli._run import _fail, access_of, budget_of
 
 
 def run_quota(args: argparse.Namespace) -> int:
     """Print today's spend, the limit, the reserve and the reset; exit 0, 2 or 69."""
-    api_key = args.api_key if args.api_key is not None else os.environ.get("CTCT_API_KEY", "")
-    api_key = api_key.strip()
-    base_url = args.base_url or os.environ.get("CTCT_BASE_URL") or DEFAULT_BASE_URL
     try:
-        if not api_key:
-            raise ConfigurationError("an API key is required (--api-key or CTCT_API_KEY)")
+        access = access_of(args)
+        if not access.key:
+            raise ConfigurationError(
+                "an API key is required (--api-key or CTCT_API_KEY); on v3, the app's client "
+                "id (--client-id, CTCT_CLIENT_ID, or a token file)"
+            )
         budget = budget_of(args)
     except ConfigurationError as exc:
         return _fail(EXIT_USAGE, str(exc))
     try:
-        found = anyio.run(budget.status, api_key, base_url)
+        found = anyio.run(budget.status, access.key, access.base_url)
     except ServiceUnavailable as exc:
         return _fail(EXIT_UNAVAILABLE, str(exc))
     if args.json:

@@ -90,16 +90,23 @@ class Access:
     tokens: TokenProvider | None = dataclasses.field(repr=False)
     base_url: str
     redact: Redactor = dataclasses.field(repr=False)
+    client_id: str = dataclasses.field(default="", repr=False)
 
     def client_options(self) -> dict[str, Any]:
-        return {"api": self.api, "tokens": self.tokens, "base_url": self.base_url}
+        return {
+            "api": self.api,
+            "tokens": self.tokens,
+            "base_url": self.base_url,
+            "client_id": self.client_id if self.api == "v3" else "",
+        }
 
     @property
     def key(self) -> str:
-        """What the key's shared budget is kept under (the v3 app's client id, if known)."""
+        """What the key's shared budget is kept under: as the client keeps it (the v2 API
+        key; the v3 app's client id when known, else the token)."""
         if self.api == "v2":
             return self.api_key
-        client_id = getattr(self.tokens, "client_id", None)
+        client_id = self.client_id or getattr(self.tokens, "client_id", None)
         return client_id if isinstance(client_id, str) and client_id else self.token
 
 
@@ -123,7 +130,8 @@ def access_of(args: argparse.Namespace) -> Access:
     secrets = tokens.secrets() if tokens is not None else ()
     redact = _given_secrets(args)
     redact.add(*secrets)
-    return Access(api, api_key, token, tokens, base_url, redact)
+    client_id = _secret(getattr(args, "client_id", None), "CTCT_CLIENT_ID")
+    return Access(api, api_key, token, tokens, base_url, redact, client_id)
 
 
 def _has_oauth(args: argparse.Namespace) -> bool:
