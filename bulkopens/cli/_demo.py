@@ -105,14 +105,18 @@ def run_demo(args: argparse.Namespace) -> int:
         api_key=DEMO_KEY,
         token=DEMO_TOKEN,
         base_url=f"http://127.0.0.1:{port}",
+        api=args.api,
         rate=115.0,
         fresh=True,
         quiet=args.quiet,
     )
     lines = args.contacts + UNKNOWN_IDS + 1 + len(JUNK_LINES)
+    v3 = args.api == "v3"
+    mapped = "on v3 the list's v2 ids are first mapped to v3 ones (id-map.ndjson)\n"
     banner = (
         f"bulkopens demo: a simulated account of {args.contacts:,} contacts at "
-        f"http://127.0.0.1:{port} (100 requests/s allowed; faults injected)\n"
+        f"http://127.0.0.1:{port}, the {args.api} API (100 requests/s allowed; faults "
+        f"injected)\n{mapped if v3 else ''}"
         f"its list {contacts_file} has {lines:,} lines: the {args.contacts:,} contacts, "
         f"{UNKNOWN_IDS} unknown ids, a duplicate and {len(JUNK_LINES)} junk lines\n"
         f"fetching their opens into {out}/ ..."
@@ -122,8 +126,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print(
             f"\nlook at the records:\n"
             f"  jq -c . {out}/opens-*.ndjson | head -3\n"
-            f"  jq -r '.campaign_id' {out}/opens-*.ndjson | sort | uniq -c | sort -rn | head\n"
-            f"  jq -c . {out}/errors.ndjson       # the {UNKNOWN_IDS} unknown ids (404) and "
+            f"  jq -r '.{'campaign_activity_id' if v3 else 'campaign_id'}' {out}/opens-*.ndjson"
+            " | sort | uniq -c | sort -rn | head\n"
+            f"  jq -c . {out}/errors.ndjson       # the {UNKNOWN_IDS} unknown ids "
+            f"({'no v3 counterpart' if v3 else '404'}) and "
             f"{len(JUNK_LINES)} junk lines\n"
             f"  cat {out}/summary.json {out}/manifest.json",
         )

@@ -199,6 +199,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         demo.add_argument("--contacts", type=_positive_int, default=2000, help="simulated contacts")
         demo.add_argument("--seed", type=int, default=7, help="simulator seed")
         demo.add_argument("--quiet", action="store_true", help="no progress display")
+        demo.add_argument(
+            "--api",
+            choices=("v2", "v3"),
+            default="v2",
+            help="the API to fetch from; v3 maps the list's v2 ids to v3 ones (id-map.ndjson)",
+        )
 
     check = commands.add_parser(
         "check",
