@@ -34,9 +34,10 @@ class Check:
     def describe(self) -> str:
         sent = "has sent campaigns" if self.has_sent_campaigns else "has no sent campaign yet"
         plural = "" if self.requests == 1 else "s"
+        credentials = "the API key and the access token" if self.api == "v2" else "the access token"
         return (
             f"bulkopens: ok: {self.base_url} answered as the Constant Contact {self.api} API and "
-            f"took the API key and the access token ({self.requests} request{plural}, "
+            f"took {credentials} ({self.requests} request{plural}, "
             f"{self.seconds * 1000:.0f} ms); the account {sent}"
         )
 
