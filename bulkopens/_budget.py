@@ -58,7 +58,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -526,6 +526,25 @@ class RedisStore:
             raise StoreUnavailable(f"{self.location}: {exc}") from None
         return int(value or 0)
 
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, hold: float) -> AsyncIterator[None]:
+        """A fleet-wide exclusive lock (redis-py's Lock: a token under ``bulkopens:lock:``,
+        released by its owner only, gone by itself after ``hold`` seconds if the owner dies).
+        Waits, cancellably, while another process anywhere holds it."""
+        from redis.exceptions import LockError, RedisError
+
+        client = await self._redis()
+        lock = client.lock(f"bulkopens:lock:{{{name}}}", timeout=hold, sleep=0.05)
+        try:
+            await lock.acquire()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{self.location}: {type(exc).__name__}: {exc}") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lock.release()
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._loop is asyncio.get_running_loop():
@@ -622,6 +641,28 @@ class Budget:
         if pacer is None:
             pacer = self._pacers[ident] = SharedPacer(self, ident[0], rate)
         return pacer
+
+    def shared_lock(
+        self, api_key: str, base_url: str, hold: float
+    ) -> Callable[[], contextlib.AbstractAsyncContextManager[None]] | None:
+        """A fleet-wide lock of the key (a token renewal's, see bulkopens._tokens), when the
+        budget is shared through Redis; None otherwise (one host: the token file's lock)."""
+        store = self.store
+        if not isinstance(store, RedisStore):
+            return None
+        name = f"{key_id(api_key, base_url)}:token"
+
+        @contextlib.asynccontextmanager
+        async def held() -> AsyncIterator[None]:
+            try:
+                async with store.lock(name, hold):
+                    yield
+            except StoreUnavailable as exc:
+                raise ServiceUnavailable(
+                    f"--budget {store.location} cannot be reached to renew the access token: {exc}"
+                ) from None
+
+        return held
 
     async def release(self) -> None:
         """A client is done with this budget: the last one gives unused leases back and closes

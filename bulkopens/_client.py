@@ -82,6 +82,9 @@ if TYPE_CHECKING:
 
     from bulkopens._tokens import TokenProvider
 
+# The longest a token renewal may hold the fleet's lock (its request and save are shielded
+# for up to bulkopens._tokens.SPEND_SECONDS): a process that dies holding it frees it then.
+RENEWAL_HOLD = 150.0
 R = TypeVar("R", covariant=True)
 Since = str | datetime | date | None
 DEFAULT_BUFFER = 5000  # records: 10 pages of 500 ahead of the reader
@@ -232,6 +235,11 @@ class Client:
             if self._gate is None:
                 pacer = self._budget.pacer(_key_of(s), s.base_url, s.rate)
                 self._gate = Gate(pacer, _slots(s.workers, self._session))
+                # A fleet on one Redis budget renews the key's token one process at a time.
+                if s.tokens is not None and hasattr(s.tokens, "shared_lock"):
+                    lock = self._budget.shared_lock(_key_of(s), s.base_url, RENEWAL_HOLD)
+                    if lock is not None:
+                        s.tokens.shared_lock = lock
         return self._session, self._gate
 
     def _tell_budget(self, metrics: RequestMetrics) -> None:

@@ -383,6 +383,11 @@ async def file_lock(path: Path) -> AsyncIterator[None]:
         os.close(fd)  # releases the lock
 
 
+@contextlib.asynccontextmanager
+async def _no_lock() -> AsyncIterator[None]:
+    yield
+
+
 class TokenFile:
     """The tokens of ``bulkopens auth login`` in ``path``, renewed as needed.
 
@@ -417,6 +422,9 @@ class TokenFile:
         self._lock = anyio.Lock()
         self._oauth: OAuthClient | None = None
         self.refreshes = 0  # renewal requests this provider made (answered 200)
+        # A lock held around each renewal besides the token file's, for processes on other
+        # hosts that share the file (set by a client whose budget is shared through Redis).
+        self.shared_lock: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None
 
     def __repr__(self) -> str:
         return f"TokenFile({str(self.path)!r})"
@@ -496,7 +504,8 @@ class TokenFile:
                 if not current.expiring(self._clock()):
                     return current.access_token  # renewed while this caller waited
                 stale = current.access_token
-            async with file_lock(self.path):
+            shared = self.shared_lock() if self.shared_lock is not None else _no_lock()
+            async with shared, file_lock(self.path):
                 found = self._load()  # another process may have renewed it
                 if found.access_token != stale and not found.expiring(self._clock()):
                     auth_log.info("took the access token another process renewed")
