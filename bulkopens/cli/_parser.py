@@ -49,6 +49,7 @@ examples:
   bulkopens fetch --contacts contacts.txt --out opens/ --strategy auto        # fewest requests
   bulkopens fetch --campaigns sent --out campaign-opens/                      # campaign mode
   bulkopens fetch --contacts contacts.txt --out sums/ --report summary        # counts per contact
+  bulkopens fetch --api v3 --contacts contacts.txt --out v3-opens/            # the v3 API
 
 Run the same command again on the same --out to resume: every record is written once.
 
@@ -56,7 +57,8 @@ exit codes:
   0    every contact (campaign) done
   1    done, and some contacts (campaigns) are in errors.ndjson
   2    usage or configuration error; nothing fetched
-  3    authentication failed; the run stopped and can be resumed
+  3    authentication failed (v3: also a refresh token that is no longer valid:
+       log in again with 'auth login'); the run stopped and can be resumed
   4    the daily quota is exhausted (the API said so, or the key's ledger reached
        --daily-quota less --reserve); resume after 00:00 UTC; or --max-requests is spent
   69   the API cannot be used (host unreachable, not the API, failing or throttling
