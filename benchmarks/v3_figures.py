@@ -104,6 +104,7 @@ def main() -> None:
             CTCT_ACCESS_TOKEN=TOKEN,
             BULKOPENS_STATE_DIR=str(work / "state"),
             BULKOPENS_RATE="0",
+            BULKOPENS_BUDGET="process",  # these runs spend more than one key's day
         )
         rows: list[tuple[str, Any]] = []
         for strategy in ("contact", "campaign", "auto"):
