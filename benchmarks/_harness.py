@@ -104,6 +104,7 @@ class Simulator:
         self._log_dir = log_dir
         self._proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.state_dir: Path | None = None
 
     def __enter__(self) -> Simulator:
         cmd = [
@@ -111,6 +112,9 @@ class Simulator:
             "--api-key", KEY, "--token", TOKEN, *self.args,
         ]  # fmt: skip
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        # The key's budget of this simulator alone: the user's own ledger is keyed by host and
+        # port, and a port used again by a later simulator would find an earlier one's spend.
+        self.state_dir = Path(tempfile.mkdtemp(prefix="budget-", dir=self._log_dir))
         stderr = (self._log_dir / "simulator.stderr").open("ab")
         self._proc = subprocess.Popen(
             cmd,
@@ -181,6 +185,8 @@ class Simulator:
         """The environment for ``bulkopens fetch`` against this simulator."""
         env = dict(os.environ)
         env.update(CTCT_API_KEY=KEY, CTCT_ACCESS_TOKEN=TOKEN, CTCT_BASE_URL=self.url)
+        if self.state_dir is not None:
+            env["BULKOPENS_STATE_DIR"] = str(self.state_dir)
         return env
 
 
