@@ -18,9 +18,6 @@ from typing import TYPE_CHECKING, Any
 from bulkopens._version import __version__
 
 if TYPE_CHECKING:
-    from bulkopens._artifacts import (
-        Summary,
-    )
     from bulkopens._budget import (
         Budget,
     )
@@ -57,6 +54,7 @@ if TYPE_CHECKING:
     from bulkopens._stats import (
         Progress,
         RequestMetrics,
+        Summary,
     )
     from bulkopens._tokens import (
         StaticToken,
@@ -127,7 +125,7 @@ _WHERE: dict[str, str] = {
     "SENT": "bulkopens._types",
     "SendRecord": "bulkopens._types",
     "ServiceUnavailable": "bulkopens._exceptions",
-    "Summary": "bulkopens._artifacts",
+    "Summary": "bulkopens._stats",
     "UnsubscribeRecord": "bulkopens._types",
     "StaticToken": "bulkopens._tokens",
     "TokenFile": "bulkopens._tokens",

@@ -17,9 +17,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -27,49 +25,12 @@ from bulkopens._disk import open_new, refuse_link, write_error
 from bulkopens._exceptions import ConfigurationError, RunStopped
 from bulkopens._files import RecordFiles
 from bulkopens._state import Store
-from bulkopens._stats import Counts
-from bulkopens._types import RunStatus
+from bulkopens._stats import Summary
 
 SUMMARY = "summary.json"
 ERRORS = "errors.ndjson"
 MANIFEST = "manifest.json"
 ID_MAP = "id-map.ndjson"  # v3 runs given v2 ids: how each was mapped (xref)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Summary(Counts):
-    """What one run (one call of export, or one iteration) did: its :class:`Counts`, and how
-    it ended."""
-
-    # complete | incomplete | interrupted | quota_exhausted | auth_failed | config_error |
-    # output_error
-    status: RunStatus
-    report: str
-    responses: dict[int, int]
-    elapsed_seconds: float
-    out_dir: str | None = None
-    run: int | None = None
-    attempt: int | None = None
-    files: list[str] = field(default_factory=list)
-    totals: dict[str, int] = field(default_factory=dict)  # the whole run, across attempts
-    error: str | None = None
-    quota_resets_at: str | None = None
-    mode: str = "contact"  # contact: reports of --contacts; campaign: reports of --campaigns
-    strategy: str | None = None  # contact mode: auto | contact | campaign
-    plan: dict[str, Any] | None = None  # the planner's estimate and choice (Plan.to_json)
-
-    @property
-    def unit(self) -> str:
-        """What the ``contacts_*`` counts count: ``contacts``, or ``campaigns`` when the work
-        items were campaigns (campaign mode, or the planner's campaign path)."""
-        via = (self.plan or {}).get("path", self.mode)
-        return "campaigns" if "campaign" in (self.mode, via) else "contacts"
-
-    def to_json(self) -> dict[str, Any]:
-        # How it ended first, then the counts (the order summary.json has always had).
-        data = {"status": self.status, "report": self.report} | asdict(self)
-        data["responses"] = {str(k): v for k, v in sorted(self.responses.items())}
-        return data
 
 
 ARTIFACTS = (ERRORS, MANIFEST, SUMMARY, ID_MAP)

@@ -32,10 +32,9 @@ from typing import Any
 
 from yarl import URL
 
-from bulkopens._api import Api, CampaignList, Mapper
+from bulkopens._api import Api, CampaignList, Fetcher, Mapper
 from bulkopens._api._v2 import V2
 from bulkopens._exceptions import ConfigurationError
-from bulkopens._http import Fetcher
 from bulkopens._pipeline import IdBatches, IdSource, map_concurrently, shorten_input
 from bulkopens._reports import Report, Scope
 from bulkopens._types import Strategy

@@ -26,7 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkopens._api import api_for
-from bulkopens._artifacts import Summary, prepare_outputs, write_artifacts
+from bulkopens._artifacts import prepare_outputs, write_artifacts
 from bulkopens._budget import Budget, SharedPacer
 from bulkopens._campaigns import Plan, sent_campaigns
 from bulkopens._check import Check, probe
@@ -55,7 +55,7 @@ from bulkopens._pipeline import (
 )
 from bulkopens._ratelimit import Gate
 from bulkopens._state import AsyncStore, Store
-from bulkopens._stats import RequestMetrics, Stats
+from bulkopens._stats import RequestMetrics, Stats, Summary
 from bulkopens._types import (
     SENT,
     ActivityRecord,

@@ -16,6 +16,10 @@ from bulkopens._timefmt import format_instant, parse_instant
 DEFAULT_BASE_URL = "https://api.constantcontact.com"
 #: Each API's default base URL (docs/ctct-api.md §1, §5): v2 is the default API.
 DEFAULT_BASE_URLS = {"v2": DEFAULT_BASE_URL, "v3": "https://api.cc.email"}
+#: v3's authorization server (an Okta one: /token, /device/authorize, /authorize) and the
+#: scopes a login asks for (docs/ctct-api.md §5; offline_access brings a refresh token).
+DEFAULT_AUTH_URL = "https://authz.constantcontact.com/oauth2/default/v1"
+DEFAULT_SCOPE = "contact_data campaign_data offline_access"
 DEFAULT_RATE = 4.0
 # The API key's requests a day (UTC), as the shared ledger counts them (bulkopens._budget): a
 # standard key has 10,000; a partner key 250,000 (on request).

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bulkopens._artifacts import Summary
+    from bulkopens._stats import Summary
 
 
 class BulkOpensError(Exception):

@@ -20,16 +20,15 @@ a deadline (``request_timeout``). Answers that show the server is not the API (a
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from bulkopens._api import Api
+from bulkopens._api._base import Api, Page
 from bulkopens._api._v2 import V2
 from bulkopens._config import DEFAULT_MAX_PAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from bulkopens._exceptions import (
@@ -92,37 +91,6 @@ class NotTheApi(TransientError):
     """An answer the API never gives: a 200 that is not its JSON (an HTML page), a 404 or other
     4xx without its error body. Retried, never a permanent failure; the run's breaker stops the
     run when nothing but such answers come back (another server, or a wrong --base-url)."""
-
-
-@dataclass(slots=True)
-class Page:
-    """One page of a report: the records as the API sent them, and the raw next_link.
-
-    ``body`` is the answer's text, from which the records' own text can be cut (see
-    :func:`bulkopens._pagination.record_text`); whoever changes ``results`` must drop it.
-    """
-
-    results: list[dict[str, Any]]
-    next_link: str | None
-    body: bytes | None = None
-    key: str = "results"  # the answer's key of the records' array
-
-
-class Fetcher(Protocol):
-    """The request path as its users see it (the walker, the summaries, the planner, the id
-    mapping, ``check``): the retrying, paced ``PageFetcher``, or an iterator's credited one."""
-
-    async def fetch(self, url: URL) -> Page:
-        """One page of records (a paged answer)."""
-        ...
-
-    async def fetch_object(self, url: URL) -> dict[str, Any]:
-        """One JSON object (a summary, a campaign, an id mapping)."""
-        ...
-
-    async def fetch_list(self, url: URL) -> list[dict[str, Any]]:
-        """One bare JSON array of objects (summaryByCampaign)."""
-        ...
 
 
 def new_session(

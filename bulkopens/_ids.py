@@ -14,7 +14,7 @@ from typing import Any
 
 from yarl import URL
 
-from bulkopens._http import Fetcher, Page
+from bulkopens._api import Fetcher, Page
 
 ID_FIELDS = ("campaign_id", "contact_id")
 _TEXT_OR_ABSENT = frozenset({str, type(None)})

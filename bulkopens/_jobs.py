@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from bulkopens._api import api_for
-from bulkopens._artifacts import Summary
 from bulkopens._campaigns import (
     ContactSet,
     Plan,
@@ -51,7 +50,7 @@ from bulkopens._ratelimit import Gate
 from bulkopens._reports import REPORTS, Scope
 from bulkopens._retry import PageFetcher
 from bulkopens._state import AsyncStore
-from bulkopens._stats import Stats
+from bulkopens._stats import Stats, Summary
 from bulkopens._types import SENT, STRATEGIES, RunStatus, Strategy
 from bulkopens._writer import Sink
 from bulkopens._xref import IdMapper

@@ -42,12 +42,11 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
+from bulkopens._config import DEFAULT_AUTH_URL, DEFAULT_SCOPE
 from bulkopens._exceptions import AuthenticationError, ConfigurationError, ServiceUnavailable
 from bulkopens._redact import Redactor, printable
 
-DEFAULT_AUTH_URL = "https://authz.constantcontact.com/oauth2/default/v1"
 DEFAULT_TOKEN_URL = DEFAULT_AUTH_URL + "/token"
-DEFAULT_SCOPE = "contact_data campaign_data offline_access"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 USER_AGENT = "bulkopens (+https://pypi.org/project/bulkopens/)"
 

@@ -12,11 +12,10 @@ from typing import Any, cast
 import orjson
 from yarl import URL
 
-from bulkopens._api import Api
+from bulkopens._api import Api, Fetcher, Page
 from bulkopens._api._links import resolve_next
 from bulkopens._api._v2 import V2
 from bulkopens._exceptions import BadAnswer, BadRequest, ContactError, ForeignNextLink
-from bulkopens._http import Fetcher, Page
 from bulkopens._reports import Report, Scope
 from bulkopens._timefmt import canonical
 from bulkopens._work import PageBatch, Work, line_hash, line_of, lines_of

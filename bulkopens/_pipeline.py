@@ -36,7 +36,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from yarl import URL
 
-from bulkopens._api import Api, api_for
+from bulkopens._api import Api, Fetcher, Page, api_for
 from bulkopens._config import Settings
 from bulkopens._exceptions import (
     ConfigurationError,
@@ -45,7 +45,7 @@ from bulkopens._exceptions import (
     RunStopped,
     TransientError,
 )
-from bulkopens._http import Fetcher, Page, Transport
+from bulkopens._http import Transport
 from bulkopens._ids import StringIdPages
 from bulkopens._log import http_log, run_log
 from bulkopens._pagination import PageBatch, Work, walk

@@ -28,6 +28,7 @@ from tenacity import (
 )
 from yarl import URL
 
+from bulkopens._api import Page
 from bulkopens._exceptions import (
     AnswerTooLarge,
     AuthenticationError,
@@ -38,7 +39,7 @@ from bulkopens._exceptions import (
     ThrottledError,
     TransientError,
 )
-from bulkopens._http import NotTheApi, Page, TokenRejected, Transport, Unreachable
+from bulkopens._http import NotTheApi, TokenRejected, Transport, Unreachable
 from bulkopens._ratelimit import Pacer
 from bulkopens._stats import Stats
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from bulkopens._types import RunStatus
 
 # The HTTP status of the answer this task read last (set as it is counted): how the request
 # metrics hook learns the status of an answer that the transport turned into an exception.
@@ -116,3 +118,39 @@ class Stats:
             unit=self.unit,
             paused=paused,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary(Counts):
+    """What one run (one call of export, or one iteration) did: its :class:`Counts`, and how
+    it ended."""
+
+    # complete | incomplete | interrupted | quota_exhausted | auth_failed | config_error |
+    # output_error
+    status: RunStatus
+    report: str
+    responses: dict[int, int]
+    elapsed_seconds: float
+    out_dir: str | None = None
+    run: int | None = None
+    attempt: int | None = None
+    files: list[str] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)  # the whole run, across attempts
+    error: str | None = None
+    quota_resets_at: str | None = None
+    mode: str = "contact"  # contact: reports of --contacts; campaign: reports of --campaigns
+    strategy: str | None = None  # contact mode: auto | contact | campaign
+    plan: dict[str, Any] | None = None  # the planner's estimate and choice (Plan.to_json)
+
+    @property
+    def unit(self) -> str:
+        """What the ``contacts_*`` counts count: ``contacts``, or ``campaigns`` when the work
+        items were campaigns (campaign mode, or the planner's campaign path)."""
+        via = (self.plan or {}).get("path", self.mode)
+        return "campaigns" if "campaign" in (self.mode, via) else "contacts"
+
+    def to_json(self) -> dict[str, Any]:
+        # How it ended first, then the counts (the order summary.json has always had).
+        data = {"status": self.status, "report": self.report} | asdict(self)
+        data["responses"] = {str(k): v for k, v in sorted(self.responses.items())}
+        return data

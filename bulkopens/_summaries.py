@@ -20,9 +20,8 @@ from typing import Any
 
 from yarl import URL
 
-from bulkopens._api import Api
+from bulkopens._api import Api, Fetcher
 from bulkopens._api._v2 import V2
-from bulkopens._http import Fetcher
 from bulkopens._ids import stringify_ids
 from bulkopens._reports import Report, Scope
 from bulkopens._work import PageBatch, Work

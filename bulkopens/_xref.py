@@ -18,9 +18,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from yarl import URL
 
-from bulkopens._api import Api
+from bulkopens._api import Api, Fetcher
 from bulkopens._exceptions import ConfigurationError, ContactError
-from bulkopens._http import Fetcher
 from bulkopens._pipeline import IdBatches, IdSource
 from bulkopens._reports import Scope
 from bulkopens._state import AsyncStore

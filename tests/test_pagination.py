@@ -10,8 +10,8 @@ import orjson
 import pytest
 from yarl import URL
 
+from bulkopens._api import Page
 from bulkopens._exceptions import BadAnswer, BadRequest, ForeignNextLink
-from bulkopens._http import Page
 from bulkopens._pagination import (
     RESTART,
     PageBatch,

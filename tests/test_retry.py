@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from yarl import URL
 
+from bulkopens._api import Page
 from bulkopens._exceptions import (
     AuthenticationError,
     ContactNotFound,
@@ -14,7 +15,6 @@ from bulkopens._exceptions import (
     ThrottledError,
     TransientError,
 )
-from bulkopens._http import Page
 from bulkopens._ratelimit import Pacer
 from bulkopens._retry import DEFAULT_THROTTLE_WAIT, PageFetcher, RetryPolicy
 from bulkopens._stats import Stats

@@ -13,8 +13,7 @@ from bulkopens._config import DEFAULT_MAX_PAGES
 from bulkopens._exceptions import ConfigurationError, ContactError, ForeignNextLink
 
 if TYPE_CHECKING:
-    from bulkopens._api import Api
-    from bulkopens._http import Fetcher
+    from bulkopens._api._base import Api, Fetcher
 
 
 async def list_rows(

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yarl import URL
 
-from bulkopens._api import Api, CampaignList, Mapper
+from bulkopens._api._base import Api, CampaignList, Fetcher, Mapper
 from bulkopens._api._lists import list_rows
 from bulkopens._config import MAX_PAGE_SIZE, api_url, parse_contact_id
 from bulkopens._exceptions import ContactError
 from bulkopens._reports import Report, Scope
-
-if TYPE_CHECKING:
-    from bulkopens._http import Fetcher
 
 #: Each report's path below ``.../tracking`` and the field that dates its records (None: the
 #: mixed ``all`` report, dated per record by its ``activity_type``; the summaries: undated).

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yarl import URL
 
-from bulkopens._api import Api, CampaignList, Mapper
+from bulkopens._api._base import Api, CampaignList, Fetcher, Mapper
 from bulkopens._api._lists import list_rows
 from bulkopens._config import api_url, parse_contact_id
 from bulkopens._exceptions import ConfigurationError, ContactError
 from bulkopens._reports import Report, Scope
-
-if TYPE_CHECKING:
-    from bulkopens._http import Fetcher
 
 #: Each activity report's kind (activity_details) and email-report path (§5.1, §5.2), and the
 #: key of the campaign summaries' ``unique_counts`` that counts it.

@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from bulkopens._config import DEFAULT_AUTH_URL
 from bulkopens._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -33,8 +34,6 @@ from bulkopens._exceptions import (
     ServiceUnavailable,
 )
 from bulkopens._oauth import (
-    DEFAULT_AUTH_URL,
-    DEFAULT_SCOPE,
     AuthServer,
     OAuthClient,
     Pkce,
@@ -60,117 +59,9 @@ from bulkopens.cli._parser import (
     EXIT_OUTPUT,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    _bounded,
-    _CommandParser,
 )
 
 LOGIN_SECONDS = 600.0  # how long the PKCE flow waits for the browser to come back
-_port = _bounded(int, 0, 65535)
-
-
-# -- options --------------------------------------------------------------------------------
-
-
-def add_token_arguments(parser: argparse.ArgumentParser, *, login: bool = False) -> None:
-    """The OAuth2 client and token file options (for ``auth``, and for fetch and check on v3).
-    Secrets are read from the environment at run time, never shown by ``--help``."""
-    group = parser.add_argument_group("OAuth2 (the v3 API)")
-    group.add_argument(
-        "--client-id",
-        metavar="ID",
-        help="the app's client id, its API key in the developer portal (default: $CTCT_CLIENT_ID"
-        + ("" if login else "; or the one the token file was written for")
-        + ")",
-    )
-    group.add_argument(
-        "--client-secret",
-        metavar="SECRET",
-        help="the app's client secret, for a confidential app (default: $CTCT_CLIENT_SECRET; "
-        "none: a public app)",
-    )
-    group.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help="where the tokens are kept (default: $CTCT_TOKEN_FILE or "
-        "$XDG_CONFIG_HOME/bulkopens/token.json, ~/.config/bulkopens/token.json)",
-    )
-    group.add_argument(
-        "--auth-url",
-        metavar="URL",
-        help="the authorization server (default: $CTCT_AUTH_URL, "
-        + ("or " if login else "else the one the token file came from, or ")
-        + f"{DEFAULT_AUTH_URL})",
-    )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``auth``'s actions and their options."""
-    actions = parser.add_subparsers(
-        dest="auth_command", metavar="ACTION", parser_class=_CommandParser
-    )
-    actions.required = True
-    login = actions.add_parser(
-        "login",
-        help="get tokens for the v3 API interactively and save them to the token file",
-        description="Log in to the v3 API and save the tokens (mode 0600) to the token file, "
-        "from which fetch renews them by itself. --flow device (default) prints a URL and a "
-        "code to enter there, on any device; --flow pkce opens the authorization page in a "
-        "browser on this machine, which comes back to 127.0.0.1. Exit 0 logged in, 2 a bad "
-        "setting, 3 the login was refused, denied or expired, 69 the authorization server "
-        "cannot be reached.",
-    )
-    add_token_arguments(login, login=True)
-    flow = login.add_argument_group("the login")
-    flow.add_argument(
-        "--scope",
-        default=DEFAULT_SCOPE,
-        help=f"the scopes to ask for (default: {DEFAULT_SCOPE}); offline_access brings the "
-        "refresh token that renews the access token",
-    )
-    flow.add_argument(
-        "--flow",
-        choices=("device", "pkce"),
-        default="device",
-        help="device: a URL and a code, on any device (default); pkce: a browser on this "
-        "machine, for apps whose device flow issues no refresh token",
-    )
-    flow.add_argument(
-        "--redirect-port",
-        type=_port,
-        default=0,
-        metavar="PORT",
-        help="pkce: the port of http://127.0.0.1:PORT/callback, the redirect URI registered "
-        "for the app (default: a free port)",
-    )
-    flow.add_argument(
-        "--no-browser",
-        action="store_true",
-        help="pkce: print the URL only, do not open a browser",
-    )
-
-    status = actions.add_parser(
-        "status",
-        help="show what the token file holds: client, scopes, expiry (never a token)",
-        description="Show the token file's client id (shortened), account, scopes, the access "
-        "token's expiry and whether a refresh token is held; never a token. Exit 0 when a "
-        "run can get a valid token from it, 2 for a bad setting or file, 3 when there are no "
-        "tokens or the access token expired and no refresh token is held.",
-    )
-    add_token_arguments(status)
-    status.add_argument(
-        "--check",
-        action="store_true",
-        help="renew the access token now if it has expired or expires soon",
-    )
-    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-
-    logout = actions.add_parser(
-        "logout",
-        help="delete the token file",
-        description="Delete the token file (only a bulkopens token file). The tokens stay "
-        "valid at the authorization server until they expire.",
-    )
-    logout.add_argument("--token-file", metavar="PATH", help="as for login")
 
 
 def _setting(flag: str | None, env: str) -> str:
