@@ -96,13 +96,14 @@ def _type_checking(node: ast.If) -> bool:
     )
 
 
-def imports(path: Path) -> list[tuple[str, bool]]:
-    """``(imported module, at module level)`` for every run-time import in ``path``."""
+def imports(path: Path, *, types: bool = False) -> list[tuple[str, bool]]:
+    """``(imported module, at module level)`` for every run-time import in ``path`` (with
+    ``types``, the imports inside ``if TYPE_CHECKING:`` blocks too)."""
     found: list[tuple[str, bool]] = []
 
     def visit(node: ast.AST, top: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _type_checking(child):
+            if isinstance(child, ast.If) and _type_checking(child) and not types:
                 for inner in child.orelse:
                     visit(inner, top)
                 continue
@@ -182,6 +183,23 @@ def test_there_is_no_import_cycle_at_module_level() -> None:
     for source, target, top in EDGES:
         if top and target != "__init__":
             graph.setdefault(source, set()).add(target)
+    _assert_acyclic(graph)
+
+
+def test_there_is_no_cycle_even_through_type_only_or_lazy_imports() -> None:
+    """The structure reads one way: no module reaches back to one that (directly or not)
+    imports it, not even for an annotation or a lazy import (the package's face, which
+    hands every public name on lazily, aside)."""
+    graph: dict[str, set[str]] = {}
+    for source, path in KNOWN.items():
+        for name, _ in imports(path, types=True):
+            target = internal(name, KNOWN)
+            if target is not None and target not in (source, "__init__"):
+                graph.setdefault(source, set()).add(target)
+    _assert_acyclic(graph)
+
+
+def _assert_acyclic(graph: dict[str, set[str]]) -> None:
     state: dict[str, int] = {}
     path: list[str] = []
 
