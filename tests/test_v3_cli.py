@@ -647,3 +647,22 @@ def test_the_budget_of_a_v3_run_is_kept_under_the_apps_client_id(
     other = run(["quota", "--api", "v3", "--json"], {**env, "CTCT_CLIENT_ID": "app-two"})
     assert json.loads(other.stdout)["spent"] == 0
     assert "app-one" not in quota.stdout + quota.stderr + done.stderr
+
+
+def test_v3_without_tokens_says_to_log_in_and_leaves_out_untouched(
+    tmp_path: Path, clean_sim: SimProcess
+) -> None:
+    sim = clean_sim
+    path = write_ids(tmp_path / "contacts.txt", contact_uuids(sim, range(1, 3)))
+    env = base_env(sim, tmp_path, CTCT_TOKEN_FILE=str(tmp_path / "none" / "token.json"))
+    for name in ("CTCT_ACCESS_TOKEN", "CTCT_API_KEY"):
+        env.pop(name, None)
+    sim.reset_stats()
+    for command in (fetch_args(path, tmp_path / "out", "--api", "v3"), ["check", "--api", "v3"]):
+        done = run(command, env)
+        assert done.returncode == 3, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert "bulkopens auth login" in lines[0]
+    assert not (tmp_path / "out").exists()
+    assert sim.stats()["requests"] == 0

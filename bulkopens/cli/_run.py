@@ -134,6 +134,15 @@ def access_of(args: argparse.Namespace) -> Access:
     return Access(api, api_key, token, tokens, base_url, redact, client_id)
 
 
+def _not_logged_in(access: Access) -> str | None:
+    """Why a v3 run cannot start (exit 3, before ``--out`` is touched): its token file does not
+    exist; None when it can."""
+    path = getattr(access.tokens, "path", None)
+    if path is None or os.path.lexists(path):
+        return None
+    return printable(f"no tokens in {path}: run bulkopens auth login (or give --token-file)")
+
+
 def _has_oauth(args: argparse.Namespace) -> bool:
     """Whether v3's OAuth2 credentials are configured: a client id, or a token file (named,
     or at its default place). A bare access token alone says nothing of the API."""
@@ -151,6 +160,8 @@ def run_check(args: argparse.Namespace) -> int:
         client = Client(access.api_key, access.token, max_retries=2, **access.client_options())
     except ConfigurationError as exc:
         return _fail(EXIT_USAGE, redact(str(exc)))
+    if (missing := _not_logged_in(access)) is not None:
+        return _fail(EXIT_AUTH, missing)
 
     async def check() -> Check:
         async with client:
@@ -226,6 +237,8 @@ def run_fetch(
         access = access_of(args)
     except ConfigurationError as exc:
         return _fail(EXIT_USAGE, redact(str(exc)))
+    if (missing := _not_logged_in(access)) is not None:
+        return _fail(EXIT_AUTH, missing)
     redact, api_key, token, base_url = access.redact, access.api_key, access.token, access.base_url
     global _console
     try:
