@@ -36,6 +36,7 @@ from bulkopens._config import (
     DEFAULT_RATE,
     DEFAULT_REQUEST_TIMEOUT,
     Settings,
+    budget_key,
 )
 from bulkopens._disk import open_new, write_error
 from bulkopens._exceptions import (
@@ -785,13 +786,9 @@ def _as_str(raw: Any) -> Any:
     return str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
 
 
-def _key_of(settings: Settings) -> str:
-    """What identifies the key whose limits a client shares: the v2 API key; on v3 the app's
-    client id (the v3 "API key") when the token provider knows it, else the token."""
-    if settings.api == "v2":
-        return settings.api_key
-    client_id = settings.client_id or getattr(settings.tokens, "client_id", None)
-    return client_id if isinstance(client_id, str) and client_id else settings.token
+def _key_of(s: Settings) -> str:
+    """The key whose limits this client shares (see :func:`bulkopens._config.budget_key`)."""
+    return budget_key(s.api, s.api_key, s.token, s.client_id, s.tokens)
 
 
 def _slots(concurrency: int, session: aiohttp.ClientSession) -> int:

@@ -95,6 +95,15 @@ def api_url(base: URL, path: str) -> URL:
     return base.with_path(base.path.rstrip("/") + path)
 
 
+def budget_key(api: str, api_key: str, token: str, client_id: str = "", tokens: Any = None) -> str:
+    """What a key's shared budget is kept under: the v2 API key; on v3 the app's client id
+    (v3's "API key": given, else the token provider's), else the token itself."""
+    if api == "v2":
+        return api_key
+    found = client_id or getattr(tokens, "client_id", None)
+    return found if isinstance(found, str) and found else token
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything one run needs. Build it once; it validates itself.

@@ -35,7 +35,7 @@ from bulkopens import (
     Summary,
 )
 from bulkopens._check import Check
-from bulkopens._config import DEFAULT_BASE_URLS, normalise_base_url
+from bulkopens._config import DEFAULT_BASE_URLS, budget_key, normalise_base_url
 from bulkopens._redact import Redactor, printable
 from bulkopens._tokens import TokenProvider, default_token_path
 from bulkopens.cli._auth import token_provider_from_args
@@ -102,12 +102,8 @@ class Access:
 
     @property
     def key(self) -> str:
-        """What the key's shared budget is kept under: as the client keeps it (the v2 API
-        key; the v3 app's client id when known, else the token)."""
-        if self.api == "v2":
-            return self.api_key
-        client_id = self.client_id or getattr(self.tokens, "client_id", None)
-        return client_id if isinstance(client_id, str) and client_id else self.token
+        """What the key's shared budget is kept under, as the client keeps it."""
+        return budget_key(self.api, self.api_key, self.token, self.client_id, self.tokens)
 
 
 def access_of(args: argparse.Namespace) -> Access:
