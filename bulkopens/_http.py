@@ -126,6 +126,7 @@ class Transport:
         "_redact",
         "_session",
         "_timeout",
+        "_token",
         "_tokens",
         "api_key",
         "host",
@@ -151,6 +152,7 @@ class Transport:
         self._session = session
         self._api = api
         self._tokens = tokens
+        self._token = ""  # the provider's token last seen (already in the redactor)
         self._query = {"api_key": api_key} if api.sends_api_key else {}
         self._origin = base.origin()
         host = base.raw_host or ""
@@ -213,7 +215,9 @@ class Transport:
         headers, token = self._headers, ""
         if self._tokens is not None:
             token = await self._tokens.access_token()
-            self._redact.add(token)
+            if token != self._token:  # renewed: scrub it from messages from now on
+                self._token = token
+                self._redact.add(token)
             headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
             async with self._session.get(

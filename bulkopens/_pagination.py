@@ -20,8 +20,6 @@ from bulkopens._reports import Report, Scope
 from bulkopens._timefmt import canonical
 from bulkopens._work import PageBatch, Work, line_hash, line_of, lines_of
 
-# The largest page the v2 API sends (its maximum ``limit``).
-MAX_PAGE_SIZE = 500
 # Pages one walk may read: 5 million records at 500 a page, far past any honest contact's or
 # campaign's report, yet a bound on a server that hands out fresh next_links for ever.
 MAX_PAGES = 10_000
@@ -451,7 +449,6 @@ def _canonical_or_none(stamp: str | None) -> str | None:
 
 __all__ = [  # the work types are re-exported: they lived here before bulkopens._work
     "MAX_PAGES",
-    "MAX_PAGE_SIZE",
     "RESTART",
     "Fetcher",
     "PageBatch",

@@ -569,8 +569,7 @@ def _walker(
     settings: Settings, options: RunOptions, fetcher: Fetcher, lines: bool
 ) -> Callable[[Work], AsyncGenerator[PageBatch, None]]:
     base, report, scope, keep = settings.base, settings.report_spec, options.scope, options.keep
-    api = api_for(settings.api)
-    api.check_report(report, scope)
+    api = api_for(settings.api)  # the report is one it offers: Job.check said so
     page_size = api.page_size(scope, settings.page_size)
     if not report.paged:
         return lambda work: walk_summary(
