@@ -365,18 +365,33 @@ async def _read(ids: IdSource, out: MemoryObjectSendStream[list[str]], stopper: 
     raised as it is."""
     async with out:
         try:
-            if isinstance(ids, IdBatches):
-                async for chunk in ids.batches():
-                    await _hand_on(out, chunk)
-            elif isinstance(ids, AsyncIterable):
-                async for raw in ids:  # a general async source may stall: never hold ids back
-                    await _hand_on(out, [raw])
-            else:
-                source = iter(ids)
-                while chunk := list(itertools.islice(source, _CLAIM_BATCH)):
-                    await _hand_on(out, chunk)
+            # A general async source may stall: never hold its ids back.
+            async for chunk in id_batches(ids, _CLAIM_BATCH, held=1):
+                await _hand_on(out, chunk)
         except Exception as exc:
             stopper.fail(exc, "the id source")
+
+
+async def id_batches(ids: IdSource, size: int, *, held: int) -> AsyncIterator[list[str]]:
+    """The ids of any source in lists: the source's own batches (the CLI's reader), ``size``
+    of a plain iterable at a time, and at most ``held`` of an async one (which may stall
+    between ids: what it has given is handed on after ``held`` ids)."""
+    if isinstance(ids, IdBatches):
+        async for given in ids.batches():
+            yield given
+    elif isinstance(ids, AsyncIterable):
+        chunk: list[str] = []
+        async for raw in ids:
+            chunk.append(raw)
+            if len(chunk) >= held:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    else:
+        source = iter(ids)
+        while batch := list(itertools.islice(source, size)):
+            yield batch
 
 
 class MemoryClaims:

@@ -13,14 +13,13 @@ migration and may go away: a 404 or 410 stops the run with one line.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from yarl import URL
 
 from bulkopens._api import Api, Fetcher
 from bulkopens._exceptions import ConfigurationError, ContactError
-from bulkopens._pipeline import IdBatches, IdSource
+from bulkopens._pipeline import IdSource, id_batches
 from bulkopens._reports import Scope
 from bulkopens._state import AsyncStore
 
@@ -99,29 +98,10 @@ class MappedIds:
         self._mapper = mapper
 
     async def batches(self) -> AsyncIterator[list[str]]:
-        async for chunk in _chunks(self._source):
+        async for chunk in id_batches(self._source, _ASYNC_CHUNK, held=_ASYNC_CHUNK):
             yield await self._mapper.map_list(chunk)
 
     async def __aiter__(self) -> AsyncIterator[str]:  # an IdSource too
         async for chunk in self.batches():
             for raw in chunk:
                 yield raw
-
-
-async def _chunks(source: IdSource) -> AsyncIterator[list[str]]:
-    if isinstance(source, IdBatches):
-        async for chunk in source.batches():
-            yield chunk
-    elif isinstance(source, AsyncIterable):
-        held: list[str] = []
-        async for raw in source:
-            held.append(raw)
-            if len(held) >= _ASYNC_CHUNK:
-                yield held
-                held = []
-        if held:
-            yield held
-    else:
-        items = iter(source)
-        while chunk := list(itertools.islice(items, _ASYNC_CHUNK)):
-            yield chunk
