@@ -651,7 +651,7 @@ class Client:
                     since=settings.since,
                     durable=settings.durable,
                     fresh=fresh,
-                    text_ids=settings.api != "v2",
+                    text_ids=api_for(settings.api).text_ids,
                 )
             )
         )

@@ -160,12 +160,13 @@ async def feed(
         if api.items_are_campaigns:
             return Feed(job.ids, "campaign")
         return await _campaign_activities(job, settings, fetcher, stats, store)
-    if api.name != "v2":  # v2 ids on v3: mapped (xref), kept in the store
+    mapper = None
+    if api.maps_older_ids:  # v2 ids on v3: mapped (xref), kept in the store
         mapper = IdMapper(api, fetcher, settings.base, store, "contact")
         if contacts is not None:
             contacts = await read_contacts(await mapper.map_list(contacts.raw), api)
     if contacts is None:
-        return Feed(job.ids if api.name == "v2" else mapper.ids(job.ids))
+        return Feed(job.ids if mapper is None else mapper.ids(job.ids))
     kept: str | None = None
     if store is not None:
         kept = await store.call(store.sync.plan)

@@ -590,8 +590,9 @@ def _walker(
         return lambda work: walk_summary(
             fetcher, base, report, work, page_size, scope=scope, keep=keep, api=api
         )
-    # v2's campaign reports write their ids as numbers: as strings, as the contact reports.
-    pages = StringIdPages(fetcher) if scope == "campaign" and api.name == "v2" else fetcher
+    # Campaign reports that write ids as numbers (v2's): as strings, as the contact reports.
+    numeric = scope == "campaign" and api.numeric_ids_in_campaign_reports
+    pages = StringIdPages(fetcher) if numeric else fetcher
     max_pages, secrets = settings.max_pages, _Secrets(settings)
     return lambda work: walk(
         pages,

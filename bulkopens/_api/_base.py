@@ -85,6 +85,13 @@ class Api:
     list_page_size: int
     #: What an id looks like, for errors.ndjson (``{noun}``: contact or campaign).
     id_form: str
+    #: Ids are text (v3's UUIDs), kept as such in the state; else numbers (v2).
+    text_ids: bool
+    #: Campaign reports write ids as JSON numbers, turned into strings (v2's).
+    numeric_ids_in_campaign_reports: bool
+    #: Ids of the API before this one are mapped to this one's (v3: v2 ids, see
+    #: :meth:`foreign_id` and the xref methods).
+    maps_older_ids: bool
 
     def max_page_size(self, scope: Scope) -> int:
         raise NotImplementedError

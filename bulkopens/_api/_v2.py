@@ -48,6 +48,9 @@ class _V2(Api):
     sends_api_key = True
     list_page_size = 50  # the campaign list's largest (and default) page (§4.2)
     id_form = "a v2 {noun} id (a positive integer)"
+    text_ids = False
+    numeric_ids_in_campaign_reports = True
+    maps_older_ids = False
 
     def max_page_size(self, scope: Scope) -> int:
         return MAX_PAGE_SIZE

@@ -57,6 +57,9 @@ class _V3(Api):
     sends_api_key = False
     list_page_size = LIST_PAGE
     id_form = "a v3 {noun} id (a UUID) or a v2 one that maps to one"
+    text_ids = True
+    numeric_ids_in_campaign_reports = False
+    maps_older_ids = True
 
     def max_page_size(self, scope: Scope) -> int:
         return CAMPAIGN_PAGE if scope == "campaign" else CONTACT_PAGE
