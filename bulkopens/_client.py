@@ -45,7 +45,7 @@ from bulkopens._exceptions import (
     RunStopped,
 )
 from bulkopens._files import RecordFiles
-from bulkopens._http import new_session
+from bulkopens._http import new_wire
 from bulkopens._jobs import Job, PlanHook, open_run, plan_job, status_of, summarise
 from bulkopens._pipeline import (
     IdBatches,
@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from bulkopens._tokens import TokenProvider
+    from bulkopens._wire import Wire
 
 # The longest a token renewal may hold the fleet's lock (its request and save are shielded
 # for up to bulkopens._tokens.SPEND_SECONDS): a process that dies holding it frees it then.
@@ -162,8 +163,11 @@ class Client:
             max_page_bytes=max_page_bytes,
             max_pages=max_pages,
         )
-        self._own_session = session is None
-        self._session = session
+        self._wire: Wire | None = None
+        if session is not None:
+            from bulkopens._aiowire import SessionWire  # aiohttp: the caller has it already
+
+            self._wire = SessionWire(session)
         self._on_progress = on_progress
         self._on_plan = on_plan
         self._budget = budget if isinstance(budget, Budget) else Budget(budget)
@@ -211,9 +215,9 @@ class Client:
         with anyio.CancelScope(shield=True):
             for stream in streams:
                 await stream.wait()
-            session, self._session = self._session, None
-            if self._own_session and session is not None:
-                await session.close()
+            wire, self._wire = self._wire, None
+            if wire is not None:
+                await wire.close()  # a caller's own session is left open
             gate, self._gate = self._gate, None
             if gate is not None:
                 await self._budget.release()
@@ -223,25 +227,23 @@ class Client:
             if closer is not None:
                 await closer()
 
-    def _start(self) -> tuple[aiohttp.ClientSession, Gate]:
-        """The session and the gate, made at first use inside the running loop."""
+    def _start(self) -> tuple[Wire, Gate]:
+        """The wire and the gate, made at first use inside the running loop."""
         if self._closed:
             raise RuntimeError("this bulkopens.Client is closed")
-        if self._gate is None or self._session is None:
+        if self._gate is None or self._wire is None:
             s = self._settings
-            if self._session is None:
-                self._session = new_session(
-                    s.workers, s.connect_timeout, s.read_timeout, s.request_timeout
-                )
+            if self._wire is None:
+                self._wire = new_wire(s.workers)
             if self._gate is None:
                 pacer = self._budget.pacer(_key_of(s), s.base_url, s.rate)
-                self._gate = Gate(pacer, _slots(s.workers, self._session))
+                self._gate = Gate(pacer, max(1, min(s.workers, self._wire.limit)))
                 # A fleet on one Redis budget renews the key's token one process at a time.
                 if s.tokens is not None and hasattr(s.tokens, "shared_lock"):
                     lock = self._budget.shared_lock(_key_of(s), s.base_url, RENEWAL_HOLD)
                     if lock is not None:
                         s.tokens.shared_lock = lock
-        return self._session, self._gate
+        return self._wire, self._gate
 
     def _tell_budget(self, metrics: RequestMetrics) -> None:
         """The request hook in front of the caller's: the API's own "daily quota spent"
@@ -568,8 +570,8 @@ class Client:
         settings = self._with(report=report)
         job = Job("contact", _id_source(contact_ids, "contact_ids"), strategy)
         job.check(report, settings.api)
-        session, gate = self._start()
-        run = await open_run(settings, job, session, gate, on_request=self._on_request)
+        wire, gate = self._start()
+        run = await open_run(settings, job, wire, gate, on_request=self._on_request)
         assert run.contacts is not None  # a contact job with a strategy reads its ids whole
         return await plan_job(job, settings, run.fetcher, run.stats, run.contacts)
 
@@ -578,9 +580,9 @@ class Client:
         page of the sent-campaign list, one campaign long). Returns what it found; raises
         AuthenticationError, ServiceUnavailable (not the API, or unreachable), QuotaExhausted
         or ConfigurationError, as a run would."""
-        session, gate = self._start()
+        wire, gate = self._start()
         stats = Stats()
-        fetcher = build_fetcher(self._settings, session, gate, stats, self._on_request)
+        fetcher = build_fetcher(self._settings, wire, gate, stats, self._on_request)
         started = time.monotonic()
         api = api_for(self._settings.api)
         sent = await probe(fetcher, self._settings.base, api)
@@ -595,9 +597,9 @@ class Client:
     async def sent_campaigns(self) -> list[str]:
         """The ids of every campaign the account has sent, in the list's order. On v3, the
         ids of their primary and resend activities: what the campaign reports are asked of."""
-        session, gate = self._start()
+        wire, gate = self._start()
         s = self._settings
-        fetcher = build_fetcher(s, session, gate, Stats(), self._on_request)
+        fetcher = build_fetcher(s, wire, gate, Stats(), self._on_request)
         listed = await sent_campaigns(fetcher, s.base, api_for(s.api), s.workers)
         return listed.items
 
@@ -621,13 +623,13 @@ class Client:
             max_file_bytes=max_file_bytes or self._settings.max_file_bytes,
         )
         job.check(settings.report, settings.api)
-        session, gate = self._start()
+        wire, gate = self._start()
         out = Path(out_dir)
         await anyio.to_thread.run_sync(_prepare_out, out)
         run = await open_run(
             settings,
             job,
-            session,
+            wire,
             gate,
             stats=Stats(contacts_total=total),
             on_request=self._on_request,
@@ -791,16 +793,6 @@ def _key_of(s: Settings) -> str:
     return budget_key(s.api, s.api_key, s.token, s.client_id, s.tokens)
 
 
-def _slots(concurrency: int, session: aiohttp.ClientSession) -> int:
-    """The client's requests in flight: ``concurrency``, but never more than the session's
-    connector can open (to any host, and to one host; 0 is no limit)."""
-    connector = session.connector
-    limits = [concurrency]
-    if connector is not None:
-        limits += [n for n in (connector.limit, connector.limit_per_host) if n]
-    return max(1, min(limits))
-
-
 class _Fetching:
     """The fetching behind one RecordStream, kept apart from it: the stream's task holds this,
     never the stream, so a stream that is dropped can be collected, and its finalizer stops
@@ -824,13 +816,13 @@ class _Fetching:
         self.rx: MemoryObjectReceiveStream[list[dict[str, Any]]] | None = None
 
     def start(self, client: Client) -> MemoryObjectReceiveStream[list[dict[str, Any]]]:
-        session, gate = client._start()
+        wire, gate = client._start()
         self.tx, self.rx = anyio.create_memory_object_stream[list[dict[str, Any]]](self.pages)
         sink = StreamSink(self.tx, self.stats, self.credits)
         self.failures = sink.failures
         self.status = "running"
         self.task = asyncio.get_running_loop().create_task(
-            self._main(session, gate, sink, client._on_progress, client._on_request),
+            self._main(wire, gate, sink, client._on_progress, client._on_request),
             name=f"bulkopens {self.settings.report} stream",
         )
         client._track(self, self.task)
@@ -853,7 +845,7 @@ class _Fetching:
 
     async def _main(
         self,
-        session: aiohttp.ClientSession,
+        wire: Wire,
         gate: Gate,
         sink: StreamSink,
         on_progress: ProgressHook | None,
@@ -868,7 +860,7 @@ class _Fetching:
                 run = await open_run(
                     settings,
                     job,
-                    session,
+                    wire,
                     gate,
                     stats=stats,
                     on_request=on_request,

@@ -1,30 +1,29 @@
-"""The only module that talks to aiohttp's client: one GET of one page, and what its answer means.
+"""One GET of one page, and what its answer means.
 
 Every request carries ``Authorization: Bearer`` (and, on v2, the ``api_key`` query parameter);
 both go only to the configured API host. A renewable token (v3) that the API refuses (401) is
 raised as :class:`TokenRejected`, for the retry layer to renew it once and ask again.
 
-Every aiohttp exception is translated here, at this one boundary, into
-the error tree of :mod:`bulkopens._exceptions`, with messages built from the URL path only; a
+The bytes move on a *wire* (:mod:`bulkopens._wire`: the lean HTTP/1.1 pool by default, or a
+caller's own aiohttp session). Its failures are worded here, at this one boundary, into the
+error tree of :mod:`bulkopens._exceptions`, with messages built from the URL path only; a
 connection failure names the host, the port and the cause (``cannot connect to 127.0.0.1:1:
 connection refused``). What the server said is made printable, redacted and quoted first.
 
-Whatever a server sends, one request is bounded: the body is read in chunks, after aiohttp's
-decompression (which inflates at most a buffer's worth at a time), and reading stops at
-``max_page_bytes`` (an error answer's at 64 KiB); the whole request, connect to last byte, has
-a deadline (``request_timeout``). Answers that show the server is not the API (an HTML page, a
-404 without the API's error body) and failures to connect are raised as :class:`NotTheApi` and
-:class:`Unreachable`, which :mod:`bulkopens._retry` counts towards stopping the run.
+Whatever a server sends, one request is bounded: the wire reads the body up to
+``max_page_bytes`` (an error answer's to 64 KiB), after decompression; the whole request,
+connect to last byte, has a deadline (``request_timeout``). Answers that show the server is
+not the API (an HTML page, a 404 without the API's error body) and failures to connect are
+raised as :class:`NotTheApi` and :class:`Unreachable`, which :mod:`bulkopens._retry` counts
+towards stopping the run.
 """
 
 from __future__ import annotations
 
-import errno
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -45,11 +44,24 @@ from bulkopens._exceptions import (
 )
 from bulkopens._redact import Redactor
 from bulkopens._timefmt import next_utc_midnight
+from bulkopens._wire import (
+    Answer,
+    Broken,
+    ConnectFailed,
+    ConnectTimedOut,
+    DeadlinePassed,
+    Failed,
+    HttpPool,
+    ReadTimedOut,
+    Timeouts,
+    TooLarge,
+    Unsendable,
+    Wire,
+)
 
 if TYPE_CHECKING:
     from bulkopens._tokens import TokenProvider  # where a v3 request's Bearer token comes from
 
-USER_AGENT = "bulkopens (+https://pypi.org/project/bulkopens/)"
 _THROTTLE_KEYS = {"throttled", "mashery.not.authorized.over.qps"}
 _QUOTA_KEYS = {"quota_exceeded", "mashery.not.authorized.over.ratelimit"}
 _RETRY_STATUSES = {408, 425, 429}  # besides every 5xx
@@ -62,14 +74,6 @@ ERROR_BODY_BYTES = 64 * 1024  # an error answer is read this far: its error_key 
 # or at midnight UTC (the quota, which has its own stop); a longer wait asked for by some
 # server is not worth holding every worker for.
 MAX_RETRY_AFTER = 60.0
-_CONNECT_CAUSES = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ECONNRESET: "connection reset",
-    errno.ENETUNREACH: "network unreachable",
-    errno.EHOSTUNREACH: "host unreachable",
-    errno.ETIMEDOUT: "timed out",
-    errno.EADDRNOTAVAIL: "address not available",
-}
 
 
 class Unreachable(TransientError):
@@ -93,20 +97,9 @@ class NotTheApi(TransientError):
     run when nothing but such answers come back (another server, or a wrong --base-url)."""
 
 
-def new_session(
-    workers: int,
-    connect_timeout: float,
-    read_timeout: float,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-) -> aiohttp.ClientSession:
-    """A session sized to the worker pool: keep-alive, connect, read and whole-request timeouts."""
-    connector = aiohttp.TCPConnector(limit=workers, limit_per_host=workers, keepalive_timeout=30)
-    timeout = aiohttp.ClientTimeout(
-        total=request_timeout, sock_connect=connect_timeout, sock_read=read_timeout
-    )
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
-    )
+def new_wire(workers: int) -> HttpPool:
+    """The lean wire sized to the worker pool (keep-alive; timeouts are per request)."""
+    return HttpPool(workers)
 
 
 class Transport:
@@ -124,10 +117,10 @@ class Transport:
         "_origin",
         "_query",
         "_redact",
-        "_session",
-        "_timeout",
+        "_timeouts",
         "_token",
         "_tokens",
+        "_wire",
         "api_key",
         "host",
         "responses",
@@ -135,7 +128,7 @@ class Transport:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        wire: Wire,
         *,
         base: URL,
         api_key: str,
@@ -149,7 +142,7 @@ class Transport:
         api: Api = V2,
         tokens: TokenProvider | None = None,
     ) -> None:
-        self._session = session
+        self._wire = wire
         self._api = api
         self._tokens = tokens
         self._token = ""  # the provider's token last seen (already in the redactor)
@@ -162,10 +155,8 @@ class Transport:
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._redact = redact
         self._max_bytes = max_page_bytes
-        # Set per request too, so a caller's session with other timeouts still gets ours.
-        self._timeout = aiohttp.ClientTimeout(
-            total=request_timeout, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        # Per request, so a caller's session with other timeouts still gets ours.
+        self._timeouts = Timeouts(connect_timeout, read_timeout, request_timeout)
         self.responses: dict[int, int] = {} if responses is None else responses
 
     async def get(self, url: URL) -> Page:
@@ -197,10 +188,11 @@ class Transport:
         token = await self._tokens.refreshed(rejected)
         self._redact.add(token, *self._tokens.secrets())
 
-    def _where(self, url: URL) -> str:
+    def _where(self, url: URL) -> _Where:
         """The URL's path for a message: still percent-encoded (so no control character a
-        server put in a next_link can reach a terminal), secrets redacted."""
-        return self._redact(url.raw_path)
+        server put in a next_link can reach a terminal), secrets redacted; worked out only if
+        a message uses it."""
+        return _Where(self._redact, url)
 
     async def _body(self, url: URL) -> bytes:
         """The body of a 200 answer to GET ``url``; any other answer is raised as an error."""
@@ -211,7 +203,7 @@ class Transport:
                 f"({self._redact.server_text(url.host or '', 80)!r})"
             )
         where = self._where(url)
-        timeout = self._timeout
+        timeouts = self._timeouts
         headers, token = self._headers, ""
         if self._tokens is not None:
             token = await self._tokens.access_token()
@@ -220,90 +212,56 @@ class Transport:
                 self._redact.add(token)
             headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
-            async with self._session.get(
+            answer = await self._wire.get(
                 url.extend_query(self._query) if self._query else url,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                self.responses[status] = self.responses.get(status, 0) + 1
-                retry_after = response.headers.get("Retry-After")
-                if status == 200:
-                    body = await self._read(response, self._max_bytes, where)
-                    _check_json(response, body, where)
-                    return body
-                body = await self._read(response, ERROR_BODY_BYTES, where, cut=True)
-                if status == 401 and self._tokens is not None:
-                    raise TokenRejected(f"the access token was refused for {where}", token)
-        except aiohttp.ClientConnectorError as exc:  # refused, DNS, unreachable, TLS
-            raise Unreachable(f"cannot connect to {self.host}: {_connect_cause(exc)}") from None
-        except aiohttp.ConnectionTimeoutError:
+                headers,
+                timeouts=timeouts,
+                limit=self._max_bytes,
+                error_limit=ERROR_BODY_BYTES,
+            )
+        except ConnectFailed as exc:  # refused, DNS, unreachable, TLS
+            raise Unreachable(f"cannot connect to {self.host}: {exc}") from None
+        except ConnectTimedOut:
             raise Unreachable(
-                f"cannot connect to {self.host}: timed out after {timeout.sock_connect:g} s"
+                f"cannot connect to {self.host}: timed out after {timeouts.connect:g} s"
             ) from None
-        except aiohttp.SocketTimeoutError:
+        except ReadTimedOut:
             raise TransientError(
-                f"timed out waiting for {where}: nothing from {self.host} for "
-                f"{timeout.sock_read:g} s"
+                f"timed out waiting for {where}: nothing from {self.host} for {timeouts.read:g} s"
             ) from None
-        except TimeoutError:  # the whole-request deadline
+        except DeadlinePassed:
             raise TransientError(
                 f"timed out waiting for {where}: no complete answer from {self.host} within "
-                f"{timeout.total:g} s (--request-timeout)"
+                f"{timeouts.total:g} s (--request-timeout)"
             ) from None
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        except TooLarge:
+            raise self._too_large(where, self._max_bytes) from None
+        except Broken as exc:
             raise TransientError(
-                f"the connection to {self.host} broke during {where}: {type(exc).__name__}"
+                f"the connection to {self.host} broke during {where}: {exc}"
             ) from None
-        except aiohttp.ClientOSError as exc:
-            cause = _CONNECT_CAUSES.get(exc.errno or 0, type(exc).__name__)
+        except Failed as exc:
             raise TransientError(
-                f"the connection to {self.host} failed during {where}: {cause}"
+                f"the connection to {self.host} failed during {where}: {exc}"
             ) from None
-        except aiohttp.InvalidURL:
-            raise ConfigurationError(f"invalid request URL for {where}") from None
-        except aiohttp.ClientError as exc:
-            raise TransientError(
-                f"request to {self.host} failed for {where}: {type(exc).__name__}"
-            ) from None
-        raise self._error(status, body, retry_after, where)
+        except Unsendable as exc:
+            raise ConfigurationError(f"invalid request for {where}: {exc}") from None
+        status = answer.status
+        self.responses[status] = self.responses.get(status, 0) + 1
+        if status == 200:
+            _check_json(answer, where)
+            return answer.body
+        if status == 401 and self._tokens is not None:
+            raise TokenRejected(f"the access token was refused for {where}", token)
+        raise self._error(status, answer.body, answer.headers.get("retry-after"), where)
 
-    async def _read(
-        self, response: aiohttp.ClientResponse, limit: int, where: str, *, cut: bool = False
-    ) -> bytes:
-        """The body, read a chunk at a time (after decompression) up to ``limit`` bytes.
-
-        Past the limit the connection is closed and AnswerTooLarge raised, or, with ``cut``
-        (an error answer, read only for its message), the first ``limit`` bytes returned.
-        A Content-Length over the limit is refused before reading anything.
-        """
-        declared = response.content_length
-        # A compressed body could shrink: only a plain one is refused by its length alone.
-        plain = "Content-Encoding" not in response.headers
-        if declared is not None and declared > limit and plain and not cut:
-            response.close()
-            raise self._too_large(where, limit)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                response.close()  # never reused: the rest of the answer is unread
-                if not cut:
-                    raise self._too_large(where, limit)
-                chunks.append(chunk[: limit - size + len(chunk)])
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, where: str, limit: int) -> AnswerTooLarge:
+    def _too_large(self, where: _Where, limit: int) -> AnswerTooLarge:
         return AnswerTooLarge(
             f"the answer to {where} is larger than {limit:,} bytes (--max-page-bytes); "
             "not read further"
         )
 
-    def _page(self, body: bytes, where: str) -> Page:
+    def _page(self, body: bytes, where: _Where) -> Page:
         api = self._api
         found = api.rows(_parse(body, where))
         if found is None or not set(map(type, found[1])) <= {dict}:
@@ -313,7 +271,7 @@ class Transport:
             raise TransientError(f"200 for {where} with a malformed next-page link")
         return Page(results, next_link or None, body, key)
 
-    def _error(self, status: int, body: bytes, retry_after: str | None, where: str) -> Exception:
+    def _error(self, status: int, body: bytes, retry_after: str | None, where: _Where) -> Exception:
         key, text, api = self._error_detail(body)
         # The server's words, quoted, after the status: 404 'http.status.not_found': 'The ...'
         said = f"{status} {': '.join(repr(t) for t in (key, text) if t)}".rstrip()
@@ -376,30 +334,34 @@ class Transport:
         )
 
 
-def _check_json(response: aiohttp.ClientResponse, body: bytes, where: str) -> None:
+class _Where:
+    """A request's path as a message shows it, redacted when first shown (most requests
+    never need it)."""
+
+    __slots__ = ("_redact", "_text", "_url")
+
+    def __init__(self, redact: Redactor, url: URL) -> None:
+        self._redact, self._url, self._text = redact, url, ""
+
+    def __str__(self) -> str:
+        if not self._text:
+            self._text = self._redact(self._url.raw_path)
+        return self._text
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _check_json(answer: Answer, where: _Where) -> None:
     """NotTheApi for a 200 that is plainly not the API's JSON (an HTML page, a text/* type).
     A JSON answer cut short is left to the parser: that one is a broken answer, retried."""
-    kind = response.content_type
-    if body.lstrip()[:1] == b"<" or "html" in kind or "xml" in kind:
+    kind = answer.content_type
+    if answer.body.lstrip()[:1] == b"<" or "html" in kind or "xml" in kind:
         shown = kind if kind.isascii() and kind.isprintable() else "?"
         raise NotTheApi(f"200 for {where} with a {shown[:60]} body, not the API's JSON")
 
 
-def _connect_cause(exc: aiohttp.ClientConnectorError) -> str:
-    """Why no connection was made, in a few words: refused, DNS, unreachable, TLS."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "the host name does not resolve (DNS)"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "its TLS certificate is not trusted"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "the TLS handshake failed"
-    cause = _CONNECT_CAUSES.get(exc.os_error.errno or 0)
-    if cause is None and "refused" in str(exc.os_error).lower():
-        cause = "connection refused"  # several addresses tried: errno is not kept
-    return cause or type(exc.os_error).__name__
-
-
-def _parse(body: bytes, where: str) -> Any:
+def _parse(body: bytes, where: _Where) -> Any:
     """A 200 answer's JSON; a body that is not JSON (cut short, an HTML page) is transient."""
     try:
         return orjson.loads(body)

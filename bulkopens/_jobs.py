@@ -56,7 +56,7 @@ from bulkopens._writer import Sink
 from bulkopens._xref import IdMapper
 
 if TYPE_CHECKING:
-    import aiohttp
+    from bulkopens._wire import Wire
 
 PlanHook = Callable[[Plan], None]
 
@@ -270,7 +270,7 @@ def summarise(
 async def open_run(
     settings: Settings,
     job: Job,
-    session: aiohttp.ClientSession,
+    wire: Wire,
     gate: Gate,
     *,
     stats: Stats | None = None,
@@ -284,7 +284,7 @@ async def open_run(
     stats = stats if stats is not None else Stats()
     if job.mode == "campaign":
         stats.unit = "campaigns"
-    fetcher = build_fetcher(settings, session, gate, stats, on_request)
+    fetcher = build_fetcher(settings, wire, gate, stats, on_request)
     contacts = await read_contacts(job.ids, api_for(settings.api)) if job.plans else None
     return Run(settings, job, gate, fetcher, stats, contacts, on_plan, on_progress)
 

@@ -1,6 +1,7 @@
 """The OAuth2 calls of the v3 API's authorization server, and the loopback redirect of a login.
 
-Besides :mod:`bulkopens._http` the one module that imports aiohttp. It speaks to Constant
+Besides :mod:`bulkopens._aiowire` the one module that imports aiohttp, and only when it is
+used (a run that renews no token never imports it). It speaks to Constant
 Contact's authorization server (an Okta server, ``https://authz.constantcontact.com/oauth2/
 default/v1``; ``--auth-url`` points it elsewhere, at the simulator for instance):
 
@@ -34,21 +35,23 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import anyio
 import orjson
-from aiohttp import web
 from yarl import URL
 
 from bulkopens._config import DEFAULT_AUTH_URL, DEFAULT_SCOPE
 from bulkopens._exceptions import AuthenticationError, ConfigurationError, ServiceUnavailable
 from bulkopens._redact import Redactor, printable
+from bulkopens._wire import USER_AGENT
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
 
 DEFAULT_TOKEN_URL = DEFAULT_AUTH_URL + "/token"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-USER_AGENT = "bulkopens (+https://pypi.org/project/bulkopens/)"
 
 TOKEN_INTERVAL = 1.0  # the token endpoint admits one request a second per client id
 RATE_LIMITED_TRIES = 8  # 429s waited out before the server counts as unavailable
@@ -335,6 +338,8 @@ class OAuthClient:
             body["client_id"] = self.client_id
         redact = self.redactor(*(form.get(name) for name in _SECRET_FIELDS))
         where = f"{url.host}:{url.port}{url.path}"
+        import aiohttp  # here, not at import: most runs renew no token
+
         throttled = failed = 0
         while True:
             if paced:
@@ -377,6 +382,8 @@ class OAuthClient:
     async def _send(
         self, url: URL, body: dict[str, str], headers: dict[str, str]
     ) -> tuple[int, float | None, Any]:
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -424,6 +431,8 @@ def _text(answer: Mapping[str, Any], name: str) -> str:
 
 
 def _cause(exc: BaseException) -> str:
+    import aiohttp
+
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
@@ -452,6 +461,8 @@ class RedirectServer:
 
     async def start(self, port: int = 0) -> str:
         """Listen on 127.0.0.1:``port`` (0: a free one); returns the redirect URI."""
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/callback", self._callback)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -510,6 +521,8 @@ class RedirectServer:
 
 
 def _page(status: int, text: str) -> web.Response:
+    from aiohttp import web
+
     body = f"<!doctype html><title>bulkopens</title><p>{html.escape(text)}</p>\n"
     return web.Response(
         status=status,

@@ -59,7 +59,7 @@ from bulkopens._summaries import walk_summary
 from bulkopens._writer import InvalidInput, ItemFailed, Result, Sink
 
 if TYPE_CHECKING:
-    import aiohttp
+    from bulkopens._wire import Wire
 
 
 @runtime_checkable
@@ -177,7 +177,7 @@ class GatedTransport(Transport):
 
 def build_fetcher(
     settings: Settings,
-    session: aiohttp.ClientSession,
+    wire: Wire,
     gate: Gate,
     stats: Stats,
     on_request: RequestHook | None = None,
@@ -186,7 +186,7 @@ def build_fetcher(
     counted in ``stats``; each request is reported to ``on_request``."""
     tokens = settings.tokens
     transport = GatedTransport(
-        session,
+        wire,
         base=settings.base,
         api_key=settings.api_key,
         token=settings.token,

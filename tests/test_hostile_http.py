@@ -27,6 +27,7 @@ from test_retry import RecordingPacer
 from yarl import URL
 
 import bulkopens
+from bulkopens._aiowire import SessionWire
 from bulkopens._http import MAX_RETRY_AFTER, Transport, retry_after_seconds
 from bulkopens._redact import Redactor, printable
 from bulkopens._retry import PageFetcher, RetryPolicy
@@ -193,7 +194,7 @@ async def fetch_once(server: Hostile) -> tuple[RecordingPacer, list[float]]:
     pacer = RecordingPacer()
     async with aiohttp.ClientSession() as session:
         transport = Transport(
-            session,
+            SessionWire(session),
             base=URL(server.url),
             api_key=KEY,
             token=TOKEN,

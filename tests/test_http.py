@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from bulkopens._aiowire import SessionWire
 from bulkopens._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -27,6 +28,7 @@ from bulkopens._exceptions import (
 )
 from bulkopens._http import Transport
 from bulkopens._redact import Redactor
+from bulkopens._wire import HttpPool, Wire
 
 KEY, TOKEN = "key-1234567890", "token-abcdefghij"
 Answer = Callable[[web.Request], Any]
@@ -90,18 +92,29 @@ async def stub() -> AsyncIterator[Stub]:
     await runner.cleanup()
 
 
+@pytest.fixture(params=["lean", "session"])
+async def wire(request: pytest.FixtureRequest) -> AsyncIterator[Wire]:
+    """Each test runs on both wires: the lean pool, and a caller's aiohttp session."""
+    if request.param == "lean":
+        pool = HttpPool(4)
+        yield pool
+        await pool.close()
+    else:
+        async with aiohttp.ClientSession() as session:
+            yield SessionWire(session)
+
+
 @pytest.fixture
-async def transport(stub: Stub) -> AsyncIterator[Transport]:
-    async with aiohttp.ClientSession() as session:
-        yield Transport(
-            session,
-            base=stub.url,
-            api_key=KEY,
-            token=TOKEN,
-            redact=Redactor(KEY, TOKEN),
-            connect_timeout=2,
-            read_timeout=0.5,
-        )
+def transport(stub: Stub, wire: Wire) -> Transport:
+    return Transport(
+        wire,
+        base=stub.url,
+        api_key=KEY,
+        token=TOKEN,
+        redact=Redactor(KEY, TOKEN),
+        connect_timeout=2,
+        read_timeout=0.5,
+    )
 
 
 def page_url(stub: Stub) -> URL:
@@ -177,24 +190,23 @@ async def test_read_timeout_is_transient(stub: Stub, transport: Transport) -> No
         await transport.get(page_url(stub))
 
 
-async def test_connection_refused_is_transient(transport: Transport, stub: Stub) -> None:
+async def test_connection_refused_is_transient(wire: Wire) -> None:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with aiohttp.ClientSession() as session:
-        closed = Transport(
-            session,
-            base=URL(f"http://127.0.0.1:{port}"),
-            api_key=KEY,
-            token=TOKEN,
-            redact=Redactor(KEY, TOKEN),
-            connect_timeout=1,
-            read_timeout=1,
-        )
-        with pytest.raises(TransientError) as info:
-            await closed.get(URL(f"http://127.0.0.1:{port}/v2/contacts/1/tracking/opens"))
+    closed = Transport(
+        wire,
+        base=URL(f"http://127.0.0.1:{port}"),
+        api_key=KEY,
+        token=TOKEN,
+        redact=Redactor(KEY, TOKEN),
+        connect_timeout=1,
+        read_timeout=1,
+    )
+    with pytest.raises(TransientError) as info:
+        await closed.get(URL(f"http://127.0.0.1:{port}/v2/contacts/1/tracking/opens"))
     assert KEY not in str(info.value)
     assert info.value.__cause__ is None
 

@@ -5,23 +5,25 @@
     cli ............ bulkopens.cli.*: the command line, a client of the public API
     client ......... _client: the public library API
     engine ......... _pipeline, _jobs, _campaigns: a run, its planner, its workers
-    api | storage .. the API side (_http, _retry, _pagination, _summaries, _ids, _check, _oauth,
-                     _tokens) and the output side (_state, _files, _writer, _artifacts, _status):
-                     never each other
+    api | storage .. the API side (_wire, _aiowire, _http, _retry, _pagination, _summaries,
+                     _ids, _check, _oauth, _tokens) and the output side (_state, _files,
+                     _writer, _artifacts, _status): never each other
     pacing ......... _ratelimit and the budget modules: the rate a key allows
     bottom ......... errors, settings, the report table, time, redaction, counts, types, logs,
                      the work items and NDJSON lines, disk rules: nothing above them
 
 Imports inside ``if TYPE_CHECKING:`` blocks are annotations, not dependencies, and are left out.
 Imports inside functions (lazy ones) count for the layers, but not for import cycles. ``aiohttp``
-is imported at run time by the HTTP module and the OAuth2 module alone (and by the simulator, a
-server). The simulator
-imports nothing of the client, so it stays a stand-alone product.
+is imported by the session wire (a caller's own session) and the OAuth2 module alone (and by
+the simulator, a server). The simulator imports nothing of the client, so it stays a
+stand-alone product.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,18 @@ BOTTOM = {
     "_exceptions", "_version", "_types", "_log", "_timefmt", "_redact", "_reports", "_stats",
     "_config", "_work", "_disk",
 }  # fmt: skip
-API = {"_http", "_retry", "_pagination", "_summaries", "_ids", "_check", "_oauth", "_tokens"}
+API = {
+    "_wire",
+    "_aiowire",
+    "_http",
+    "_retry",
+    "_pagination",
+    "_summaries",
+    "_ids",
+    "_check",
+    "_oauth",
+    "_tokens",
+}
 STORAGE = {"_state", "_files", "_writer", "_artifacts", "_status"}
 ENGINE = {"_pipeline", "_jobs", "_campaigns", "_xref"}
 CLIENT = {"_client"}
@@ -168,14 +181,27 @@ def test_each_module_imports_only_its_layer_and_below(module: str) -> None:
     assert not wrong, f"{module} ({mine}) imports {wrong} from a layer above or beside it"
 
 
-def test_aiohttp_is_imported_by_the_http_and_oauth_modules_alone() -> None:
+def test_aiohttp_is_imported_by_the_session_wire_and_oauth_modules_alone() -> None:
     users = sorted(
         module
         for module, path in KNOWN.items()
         if layer(module) != "simulator"
         and any(name.split(".")[0] == "aiohttp" for name, _ in imports(path))
     )
-    assert users == ["_http", "_oauth"]
+    assert users == ["_aiowire", "_oauth"]
+
+
+def test_a_run_that_renews_no_token_never_imports_aiohttp() -> None:
+    """aiohttp's import is a tenth of a second of every run's start (issue 17): the lean wire
+    carries the requests, and aiohttp comes in only for a caller's own session or OAuth2."""
+    code = (
+        "import sys, bulkopens, bulkopens.cli, bulkopens.cli._run, bulkopens._client, "
+        "bulkopens._jobs, bulkopens._pipeline, bulkopens._tokens, bulkopens._oauth; "
+        "bulkopens.Client, bulkopens.TokenFile; print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'aiohttp'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_there_is_no_import_cycle_at_module_level() -> None:
