@@ -276,7 +276,13 @@ CONTENDERS = {
         ),
         Contender(
             "a-cmd",
-            "bulkopens command (console script, asyncio: the default install)",
+            "bulkopens command (console script, as installed: uvloop)",
+            None,
+            launcher=(str(CONSOLE_SCRIPT),),
+        ),
+        Contender(
+            "a-cmd-asyncio",
+            "bulkopens command on asyncio's own loop (--event-loop asyncio)",
             None,
             extra=("--event-loop", "asyncio"),
             launcher=(str(CONSOLE_SCRIPT),),

@@ -284,7 +284,7 @@ class WholeCase:
     runs: dict[str, list[Run]] = field(default_factory=dict)
 
 
-WHOLE_CONTENDERS = ("a-cmd", "c", "d")
+WHOLE_CONTENDERS = ("a-cmd", "a-cmd-asyncio", "c", "d")
 WHOLE_CONCURRENCY = 32
 #: An account whose contacts have 0-20 opens each (no heavy one): a page per contact.
 WHOLE_SIM_ARGS = (

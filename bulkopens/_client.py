@@ -106,7 +106,9 @@ class Client:
 
     Pass your own ``session`` to use its proxies or TLS settings; it is not closed, and the
     client keeps no more requests in flight than its connector allows (``limit`` and
-    ``limit_per_host``). Do not trace it: a trace sees the v2 ``api_key`` in every URL; use
+    ``limit_per_host``). Without one, requests go on bulkopens' own lean HTTP/1.1 pool
+    (:class:`bulkopens._wire.HttpPool`: keep-alive, the system's trust store, no proxy).
+    Do not trace a session: a trace sees the v2 ``api_key`` in every URL; use
     ``on_request`` for request metrics instead.
 
     ``budget`` shares the API key's limits with every other client and process on the key:
@@ -205,9 +207,9 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the iterators still running, wait for them to let go, and close the session if
-        it is the client's own. Any task may call it, any number of times; the client cannot
-        be used afterwards."""
+        """Stop the iterators still running, wait for them to let go, and close the client's
+        own connections (a caller's session is left open). Any task may call it, any number
+        of times; the client cannot be used afterwards."""
         self._closed = True
         streams = list(self._streams)
         for stream in streams:

@@ -54,9 +54,9 @@ def record_text(body: bytes, count: int, key: str = "results") -> bytes | None:
     * what follows the ``]`` is the object's end (``}``) or more keys (``,"`` ... ``}``: v3's
       ``_links``), never more records;
     * the slice holds no whitespace, so no token is split by any;
-    * the slice has exactly ``count - 1`` ``},{``. With no other array, a ``},{`` outside a
-      string is a boundary between two records, and there are ``count - 1`` of those; so none
-      was in a string.
+    * the slice splits at ``},{`` into exactly ``count`` pieces. With no other array, a
+      ``},{`` outside a string is a boundary between two records, and there are ``count - 1``
+      of those; so none was in a string.
 
     Any page that fails a check is serialised: slower, never wrong.
     """
@@ -74,9 +74,12 @@ def record_text(body: bytes, count: int, key: str = "results") -> bytes | None:
     text = body[start:end]
     if text[:1] != b"{" or text[-1:] != b"}" or any(b in text for b in _NOT_IN_CUT):
         return None
-    if text.count(b"},{") != count - 1:
+    # One pass to find the boundaries and one to copy (a count and a replace would search
+    # twice: the three-byte search is the slow part, ~45 us for a 500-record page).
+    parts = text.split(b"},{")
+    if len(parts) != count:
         return None
-    return text.replace(b"},{", b"}\n{") + b"\n"
+    return b"}\n{".join(parts) + b"\n"
 
 
 def first_url(
@@ -137,7 +140,8 @@ async def walk(
     # Resumed from a cursor, the first page may have been asked for with another page size.
     limit = page_size if not work.cursor else api.max_page_size(scope)
     visited = {url}
-    contents: set[bytes] = set()  # what each page read held, to tell a loop under new URLs
+    # What each page read held, to tell a loop under new URLs.
+    contents: set[tuple[int, bytes, bytes] | bytes] = set()
     pages = 0
     while True:
         try:
@@ -206,17 +210,17 @@ def _loop(pages: int) -> BadAnswer:
     )
 
 
-def _content_key(page: Page) -> bytes:
-    """A fingerprint of a page's records: of its text from the results key on (the records, in
-    the API's form, where ``meta`` comes first), or of the records themselves."""
-    body = page.body
-    if body is not None:
-        at = body.rfind(b'"' + page.key.encode() + b'"')
-        return line_hash(body[at:] if at >= 0 else body)
+def _content_key(page: Page) -> tuple[int, bytes, bytes] | bytes:
+    """A fingerprint of a page's records, to tell a loop under new URLs within one walk: how
+    many, and the first and the last (serialised). An honest walk's pages are disjoint runs of
+    one newest-first list, so no two of them agree on all three (a page served again does);
+    a server that serves other records under new URLs is bounded by ``max_pages``. Two
+    records' worth of work, where a hash of the page's text cost a pass over 78 KB."""
+    results = page.results
     try:
-        return line_hash(orjson.dumps(page.results))
-    except TypeError:  # nested deeper than orjson writes: never taken for another page
-        return token_bytes(16)
+        return len(results), orjson.dumps(results[0]), orjson.dumps(results[-1])
+    except (IndexError, TypeError):  # empty, or nested deeper than orjson writes
+        return token_bytes(16)  # never taken for another page
 
 
 def _batch(

@@ -535,9 +535,8 @@ def add_fetch_arguments(fetch: argparse.ArgumentParser) -> None:
         "--event-loop",
         choices=EVENT_LOOPS,
         default="auto",
-        help="the event loop: uvloop (about 20%% less CPU per page; pip install "
-        "'bulkopens[uvloop]') or asyncio's own; auto takes uvloop when it is installed "
-        "(default: auto)",
+        help="the event loop: uvloop (about 20%% less CPU per page; installed with "
+        "bulkopens) or asyncio's own; auto takes uvloop when it is installed (default: auto)",
     )
     _env_option(
         speed,

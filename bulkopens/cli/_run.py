@@ -65,11 +65,11 @@ def event_loop_options(choice: str) -> dict[str, bool]:
     if choice == "asyncio":
         return {"use_uvloop": False}
     try:
-        import uvloop  # noqa: F401  (an optional extra)
+        import uvloop  # noqa: F401  (installed with bulkopens, but an install may lack it)
     except ImportError:
         if choice == "uvloop":
             raise ConfigurationError(
-                "--event-loop uvloop: uvloop is not installed (pip install 'bulkopens[uvloop]')"
+                "--event-loop uvloop: uvloop is not installed (pip install uvloop)"
             ) from None
         return {"use_uvloop": False}
     return {"use_uvloop": True}
