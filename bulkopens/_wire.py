@@ -243,12 +243,16 @@ class _Connection(asyncio.Protocol):
         """Send ``request``; the future is the whole answer or a WireError."""
         self._reset(limit, error_limit)
         waiter = self._waiter = self._loop.create_future()
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            # Closed, or it spoke before being asked (a banner: not an HTTP server).
+            waiter.set_exception(Broken("the server closed the connection before answering"))
+            return waiter
         now = self._loop.time()
         self._deadline, self._last, self._read_timeout = deadline, now, read_timeout
         self._timer = self._loop.call_at(min(deadline, now + read_timeout), self._on_timer)
         self.reusable = False
-        assert self.transport is not None
-        self.transport.write(request)
+        transport.write(request)
         return waiter
 
     def _on_timer(self) -> None:

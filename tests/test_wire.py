@@ -38,6 +38,7 @@ from bulkopens._wire import (
     Timeouts,
     TooLarge,
     Unsendable,
+    _Connection,
 )
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -754,6 +755,71 @@ async def test_extra_bytes_while_idle_not_reused(server: Server, pool: HttpPool)
     await until(lambda: server.left == 1)
     assert (await get(pool, server.url)).body == b"ok"
     assert server.accepted == 2
+
+
+async def test_a_server_that_speaks_first_is_broken_at_once(pools: Callable[..., HttpPool]) -> None:
+    """A banner on connect (an SMTP or FTP port given as the base URL): Broken now, not a
+    request left waiting for the read timeout on a connection already dropped."""
+
+    served: list[asyncio.StreamWriter] = []
+
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(writer)
+        writer.write(b"220 mail.example.invalid ESMTP ready\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.transport.abort()
+
+    listener = await asyncio.start_server(banner, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    pool = pools()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Broken):
+            await get(pool, URL(f"http://127.0.0.1:{port}/"), timeouts=Timeouts(1, 5, 10))
+    finally:
+        listener.close()
+        for writer in served:
+            writer.transport.abort()
+        await listener.wait_closed()
+    assert time.monotonic() - started < 1
+
+
+class FakeTransport(asyncio.Transport):
+    """Records what is written; closing marks it closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+async def test_a_banner_before_the_request_fails_the_request_at_once() -> None:
+    """The race the test above may not hit: the banner is read before the request is sent.
+    The connection is dropped then, and the request fails at once instead of being written
+    to a closed connection and waiting out the read timeout."""
+    conn = _Connection(asyncio.get_running_loop(), ("http", "127.0.0.1", 25))
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(b"220 mail.example.invalid ESMTP ready\r\n")
+    assert transport.closed
+    waiter = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", 1e9, 5.0, LIMIT, ERROR_LIMIT)
+    assert waiter.done()
+    with pytest.raises(Broken):
+        waiter.result()
+    assert transport.written == []
 
 
 async def test_cancelled_get_drops_its_connection(server: Server, pool: HttpPool) -> None:
