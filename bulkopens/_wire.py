@@ -317,7 +317,9 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
-            return  # _Stop: already settled
+            if not waiter.done():  # not our _Stop (which settles first): never left waiting
+                self._fail(Broken("an answer this client could not read"))
+            return
         except httptools.HttpParserUpgrade:
             self._fail(Broken("the server switched protocols"))
             return
