@@ -183,6 +183,7 @@ class _Connection(asyncio.Protocol):
         "_deadline",
         "_decoder",
         "_error_limit",
+        "_fed",
         "_fields",
         "_head",
         "_head_done",
@@ -230,6 +231,7 @@ class _Connection(asyncio.Protocol):
         self._interim = False
         self._until_close = False
         self._decoder: zlib._Decompress | None = None
+        self._fed = False  # compressed bytes given to the decoder
         self._limit = limit  # a 200's body: refused past it
         self._error_limit = error_limit  # any other answer's body: cut there
         self._cap = limit
@@ -407,6 +409,7 @@ class _Connection(asyncio.Protocol):
             return
         decoder = self._decoder
         if decoder is not None:
+            self._fed = True
             try:
                 data = decoder.decompress(data, self._cap - self._size + 1)
             except zlib.error:
@@ -468,7 +471,7 @@ class _Connection(asyncio.Protocol):
                 raise _Stop from None
             if rest:
                 self._add(rest)
-            if not decoder.eof:
+            if self._fed and not decoder.eof:  # (an empty body, a 204 say, is no stream)
                 self._fail(Broken("a compressed body cut short"))
                 raise _Stop
 

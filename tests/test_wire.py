@@ -397,6 +397,15 @@ async def test_corrupt_gzip_is_broken(server: Server, pool: HttpPool, packed: by
     await broken_then_a_new_connection(server, pool, "does not inflate")
 
 
+async def test_an_empty_compressed_answer_is_whole(server: Server, pool: HttpPool) -> None:
+    """A 204 (or an empty 200) that names an encoding has no stream to finish: not broken."""
+    server.add(answer(b"", "204 No Content", headers=[("Content-Encoding", "gzip")], length=False))
+    server.add(answer(b"", headers=[("Content-Encoding", "gzip")]))
+    assert (await get(pool, server.url)).status == 204
+    assert (await get(pool, server.url)).body == b""
+    assert server.accepted == 1
+
+
 async def test_truncated_gzip_is_broken(server: Server, pool: HttpPool) -> None:
     """A well-framed body (its Content-Length right) whose gzip stream stops half-way."""
     packed = gzipped(bytes(range(256)) * 400)
