@@ -45,7 +45,6 @@ from bulkopens._exceptions import (
     RunStopped,
 )
 from bulkopens._files import RecordFiles
-from bulkopens._http import new_wire
 from bulkopens._jobs import Job, PlanHook, open_run, plan_job, status_of, summarise
 from bulkopens._pipeline import (
     IdBatches,
@@ -76,13 +75,13 @@ from bulkopens._types import (
     Strategy,
     UnsubscribeRecord,
 )
+from bulkopens._wire import HttpPool, Wire
 from bulkopens._writer import Failure, FileSink, StreamSink
 
 if TYPE_CHECKING:
     import aiohttp
 
     from bulkopens._tokens import TokenProvider
-    from bulkopens._wire import Wire
 
 # The longest a token renewal may hold the fleet's lock (its request and save are shielded
 # for up to bulkopens._tokens.SPEND_SECONDS): a process that dies holding it frees it then.
@@ -236,7 +235,7 @@ class Client:
         if self._gate is None or self._wire is None:
             s = self._settings
             if self._wire is None:
-                self._wire = new_wire(s.workers)
+                self._wire = HttpPool(s.workers)  # keep-alive; timeouts are per request
             if self._gate is None:
                 pacer = self._budget.pacer(_key_of(s), s.base_url, s.rate)
                 self._gate = Gate(pacer, max(1, min(s.workers, self._wire.limit)))

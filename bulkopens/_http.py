@@ -51,7 +51,6 @@ from bulkopens._wire import (
     ConnectTimedOut,
     DeadlinePassed,
     Failed,
-    HttpPool,
     ReadTimedOut,
     Timeouts,
     TooLarge,
@@ -95,11 +94,6 @@ class NotTheApi(TransientError):
     """An answer the API never gives: a 200 that is not its JSON (an HTML page), a 404 or other
     4xx without its error body. Retried, never a permanent failure; the run's breaker stops the
     run when nothing but such answers come back (another server, or a wrong --base-url)."""
-
-
-def new_wire(workers: int) -> HttpPool:
-    """The lean wire sized to the worker pool (keep-alive; timeouts are per request)."""
-    return HttpPool(workers)
 
 
 class Transport:

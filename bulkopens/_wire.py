@@ -349,7 +349,7 @@ class _Connection(asyncio.Protocol):
                 return
             self._finish(keep=False)  # a body that ends with the connection: whole
         elif isinstance(exc, OSError):
-            self._fail(Failed(_CONNECT_CAUSES.get(exc.errno or 0, type(exc).__name__)))
+            self._fail(Failed(connect_cause(exc)))
         elif self._head_done or self._head:
             self._fail(Broken("the server closed the connection mid-answer"))
         else:
@@ -419,10 +419,7 @@ class _Connection(asyncio.Protocol):
                 decoder = self._decoder
                 assert decoder is not None
                 data = decoder.decompress(data, self._cap - self._size + 1)
-            if decoder.unconsumed_tail:
-                self._size = self._cap + 1
-                self._over(data)
-                raise _Stop
+            # Inflated at most one byte past the cap: past it, _add stops the answer.
         self._add(data)
 
     def on_message_complete(self) -> None:
@@ -446,8 +443,7 @@ class _Connection(asyncio.Protocol):
     def _over(self, data: bytes) -> None:
         """The body passed its cap: an error answer is cut there, a 200 refused."""
         if self._cut:
-            room = self._cap - sum(map(len, self._body))
-            self._body.append(data[: max(room, 0)])
+            self._body.append(data[: self._cap - self._size])
             self._finish(keep=False)  # the rest is unread: never reused
         else:
             self._fail(TooLarge("over the limit"))
